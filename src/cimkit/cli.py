@@ -1,0 +1,127 @@
+"""Command line: ``cimkit run [EXPERIMENT.toml]``, ``cimkit list TOPIC [PATTERN]``, ``cimkit config``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from cimkit.errors import CimkitError
+
+log = logging.getLogger("cimkit")
+
+
+def _listings() -> dict[str, Callable[[str], list[tuple[str, str]]]]:
+    """Topic -> ``describe(pattern)`` for ``cimkit list``."""
+    from cimkit.data import DATASETS
+    from cimkit.experiment import VARIANTS
+    from cimkit.models import MODELS
+
+    topics: dict[str, Callable[[str], list[tuple[str, str]]]] = {
+        "models": MODELS.describe,
+        "datasets": DATASETS.describe,
+        "variants": VARIANTS.describe,
+    }
+    try:  # registries of the analog package, when present
+        from cimkit.analog import listings as analog_listings
+
+        topics.update(analog_listings())
+    except ImportError:
+        pass
+    return topics
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    topics = _listings()
+    if args.topic is None:
+        for t in sorted(topics):
+            sys.stdout.write(f"{t}\n")
+        return 0
+    if args.topic not in topics:
+        from cimkit.errors import unknown
+
+        raise unknown("list topic", args.topic, topics)
+    rows = topics[args.topic](args.pattern)
+    width = max((len(n) for n, _ in rows), default=0)
+    for name, desc in rows:
+        sys.stdout.write(f"{name.ljust(width)}  {desc}\n")
+    return 0
+
+
+def _cmd_config(args: argparse.Namespace) -> int:
+    from cimkit.experiment import load_experiment
+
+    sys.stdout.write(load_experiment(args.experiment).to_toml())
+    return 0
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    import torch
+
+    from cimkit.experiment import load_experiment, run_experiment
+    from cimkit.report.summary import format_table, summary_rows
+
+    cfg = load_experiment(args.experiment)
+    if args.device:
+        cfg = cfg.replace(device=args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    out = Path(args.out) if args.out else Path("runs") / cfg.name
+    results = run_experiment(cfg, out, data_dir=args.data_dir, progress=not args.no_progress, retrain=args.retrain)
+    headers, rows = summary_rows(results)
+    b = results["baseline"]
+    trained = "reused cached baseline" if b.get("reused") else f"trained baseline in {b.get('train_seconds', 0):.1f} s"
+    sys.stdout.write(f"\n{cfg.name}: {results['dataset']['name']} / {cfg.model} ({trained})\n")
+    sys.stdout.write(format_table(headers, rows) + "\n")
+    sys.stdout.write(f"\nresults: {out / 'results.json'}\nreport:  {out / 'report.html'}\n")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    import cimkit
+
+    p = argparse.ArgumentParser(prog="cimkit", description=cimkit.__doc__)
+    p.add_argument("--version", action="version", version=f"cimkit {cimkit.__version__}")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    p.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    r = sub.add_parser("run", help="run an experiment (default: the built-in digits demo)")
+    r.add_argument("experiment", nargs="?", help="experiment TOML file; omitted: built-in default")
+    r.add_argument("--out", help="output folder (default runs/<experiment name>)")
+    r.add_argument("--data-dir", help="dataset folder (default $CIMKIT_DATA, else ~/.cache/cimkit)")
+    r.add_argument("--device", help="cpu, cuda, cuda:N or auto (overrides the file)")
+    r.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
+    r.add_argument("--retrain", action="store_true", help="train the baseline even if a cached one exists")
+    r.add_argument("--no-progress", action="store_true", help="no progress bars")
+    r.set_defaults(func=_cmd_run)
+
+    ls = sub.add_parser("list", help="list registered models, datasets, variants, ...")
+    ls.add_argument("topic", nargs="?", help="what to list (omit to see the topics)")
+    ls.add_argument("pattern", nargs="?", default="*", help="wildcard filter, e.g. 'res*'")
+    ls.set_defaults(func=_cmd_list)
+
+    c = sub.add_parser("config", help="print an experiment's full config as TOML (default: the built-in one)")
+    c.add_argument("experiment", nargs="?")
+    c.set_defaults(func=_cmd_config)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    try:
+        return int(args.func(args) or 0)
+    except CimkitError as e:
+        sys.stderr.write(f"cimkit: error: {e}\n")
+        return 2
+    except KeyboardInterrupt:
+        sys.stderr.write("\ncimkit: interrupted; run the same command again to resume from the last checkpoint\n")
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,105 @@
+"""The experiment file: dataset, model, training recipe and the variants to evaluate."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from cimkit.config import Config, check_range
+from cimkit.errors import ConfigError
+from cimkit.train import TrainConfig
+
+
+@dataclass
+class VariantSpec:
+    """A parsed ``[[variants]]`` entry."""
+
+    name: str
+    kind: str
+    cfg: Config
+
+
+@dataclass
+class ExperimentConfig(Config):
+    """One experiment: train ``model`` on ``dataset`` with ``train``, then evaluate every variant.
+
+    TOML layout: top-level keys below, a ``[train]`` table (:class:`cimkit.train.TrainConfig`) and
+    ``[[variants]]`` tables, each with ``kind`` (see ``cimkit list variants``), an optional ``name``,
+    and that kind's own fields.
+    """
+
+    name: str = "digits_small_cnn"
+    description: str = "built-in default: a small BatchNorm CNN on scikit-learn's 8x8 digits"
+    seed: int = 0
+    device: str = "cpu"
+    threads: int = 0  # torch intra-op threads; 0 = leave torch's default
+    dataset: str = "digits"
+    dataset_args: dict[str, Any] = field(default_factory=dict)
+    model: str = "small_cnn"
+    model_args: dict[str, Any] = field(default_factory=dict)
+    eval_batch_size: int = 1000
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=15, batch_size=64, lr=3e-3))
+    variants: list[dict[str, Any]] = field(default_factory=lambda: [{"kind": "fp32"}])
+
+    def __post_init__(self) -> None:
+        from cimkit.data import DATASETS
+        from cimkit.models import MODELS, model_input_kind
+
+        if not self.name or any(c in self.name for c in "/\\"):
+            raise ConfigError(f"name: {self.name!r} must be a non-empty name without slashes")
+        check_range("threads", self.threads, 0)
+        check_range("eval_batch_size", self.eval_batch_size, 1)
+        if self.device not in ("cpu", "cuda", "auto") and not self.device.startswith("cuda:"):
+            raise ConfigError(f"device: {self.device!r} is not allowed; allowed: cpu, cuda, cuda:N, auto")
+        DATASETS.get(self.dataset)  # did-you-mean errors for unknown names
+        MODELS.get(self.model)
+        data_kind = DATASETS.entry(self.dataset).meta.get("kind", "image")
+        if model_input_kind(self.model) != data_kind:
+            raise ConfigError(
+                f"model: '{self.model}' takes {model_input_kind(self.model)} inputs but dataset "
+                f"'{self.dataset}' is {data_kind}; pick a model from `cimkit list models`"
+            )
+        if not self.variants:
+            raise ConfigError("variants: at least one [[variants]] entry is needed (e.g. kind = \"fp32\")")
+        self.variant_specs()  # validate every variant now, before any training
+
+    def variant_specs(self) -> list[VariantSpec]:
+        """Parse ``variants`` into validated per-kind configs; names must be unique."""
+        from cimkit.experiment.variant import VARIANTS
+
+        specs: list[VariantSpec] = []
+        for i, raw in enumerate(self.variants):
+            where = f"variants[{i}]."
+            if not isinstance(raw, dict) or "kind" not in raw:
+                raise ConfigError(f"{where}kind: missing; each [[variants]] table needs kind = \"...\"")
+            rest = dict(raw)
+            kind = rest.pop("kind")
+            name = rest.pop("name", kind)
+            if not isinstance(name, str) or not name:
+                raise ConfigError(f"{where}name: expected a non-empty string, got {name!r}")
+            try:
+                cls = VARIANTS.get(kind)
+            except ConfigError as e:
+                raise ConfigError(f"{where}kind: {e}") from None
+            specs.append(VariantSpec(name, kind, cls.config_cls.from_dict(rest, where=where)))
+        names = [s.name for s in specs]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ConfigError(f"variants: duplicate name(s) {', '.join(dup)}; give each a distinct name = \"...\"")
+        return specs
+
+
+def load_experiment(path: str | None) -> ExperimentConfig:
+    """Read an experiment TOML file (or JSON); ``None`` gives the built-in default."""
+    if path is None:
+        return ExperimentConfig()
+    from pathlib import Path
+
+    from cimkit.config import load_toml
+
+    p = Path(path)
+    if p.suffix == ".json":
+        if not p.is_file():
+            raise ConfigError(f"config file not found: {p}")
+        return ExperimentConfig.from_json(p.read_text(encoding="utf-8"))
+    return ExperimentConfig.from_dict(load_toml(p))

@@ -1,0 +1,86 @@
+"""What a variant sees while it runs: data, the trained baseline, and helpers to evaluate and fine-tune."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from cimkit.train import TrainConfig, evaluate, fit
+from cimkit.train.loop import StepHook
+
+
+def config_hash(*parts: Any) -> str:
+    """Short stable hash of JSON-able parts (used to key cached checkpoints)."""
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+@dataclass
+class RunContext:
+    """Everything a variant needs. Variants must not modify ``baseline``: use :meth:`baseline_copy`."""
+
+    data: Any  # cimkit.data.Dataset
+    baseline: nn.Module
+    train_cfg: TrainConfig
+    seed: int
+    device: torch.device
+    out_dir: Path
+    cache_dir: Path
+    baseline_key: str
+    eval_batch_size: int = 1000
+    progress: bool = True
+
+    def baseline_copy(self) -> nn.Module:
+        """A deep copy of the trained fp32 model, in eval mode, on ``device``."""
+        return copy.deepcopy(self.baseline).to(self.device).eval()
+
+    def train_loader(self, batch_size: int | None = None, seed: int | None = None) -> Any:
+        from cimkit.data import TensorLoader
+
+        return TensorLoader(self.data.x_train, self.data.y_train, batch_size or self.train_cfg.batch_size,
+                            shuffle=True, seed=self.seed if seed is None else seed)  # fmt: skip
+
+    def test_loader(self) -> Any:
+        from cimkit.data import TensorLoader
+
+        return TensorLoader(self.data.x_test, self.data.y_test, self.eval_batch_size)
+
+    def calib_batches(self, n: int, batch_size: int | None = None) -> list[torch.Tensor]:
+        """``n`` input batches from the (shuffled, seeded) training set, for calibration."""
+        out = []
+        for i, (xb, _) in enumerate(self.train_loader(batch_size, seed=self.seed + 7)):
+            if i >= n:
+                break
+            out.append(xb.to(self.device))
+        return out
+
+    def evaluate(self, model: nn.Module) -> dict[str, Any]:
+        """Test-set ``accuracy`` (fraction) and ``loss``."""
+        return evaluate(model, self.test_loader(), device=self.device)
+
+    def fit(
+        self,
+        model: nn.Module,
+        train_cfg: TrainConfig,
+        *,
+        teacher: nn.Module | None = None,
+        step_hooks: Sequence[StepHook] = (),
+        tag: str = "finetune",
+        key: Any = None,
+    ) -> dict[str, Any]:
+        """Fine-tune ``model`` in place, resumable: checkpoints live under the run's cache keyed by
+        ``tag``, the baseline, ``train_cfg`` and ``key`` (put the variant's config there). Returns a
+        summary with ``seconds`` and ``history``."""
+        h = config_hash(self.baseline_key, train_cfg.to_dict(), key)
+        ckpt = self.cache_dir / f"{tag}-{h}"
+        res = fit(model, self.train_loader(train_cfg.batch_size, seed=train_cfg.seed), train_cfg,
+                  teacher=teacher, device=self.device, checkpoint_dir=ckpt, progress=self.progress,
+                  step_hooks=step_hooks)  # fmt: skip
+        return {"seconds": res.seconds, "history": res.history, "resumed_from_epoch": res.resumed_from_epoch}

@@ -1,0 +1,28 @@
+"""The ``fp32`` variant: the trained float baseline as it is."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from cimkit.config import Config
+from cimkit.experiment.context import RunContext
+from cimkit.experiment.variant import VARIANTS, Variant, VariantResult
+
+
+@dataclass
+class FP32Config(Config):
+    """No options: the baseline is evaluated as trained."""
+
+
+@VARIANTS.register("fp32", "the trained float32 baseline, evaluated on the test set")
+class FP32Variant(Variant):
+    config_cls = FP32Config
+
+    def run(self, ctx: RunContext) -> VariantResult:
+        model = ctx.baseline_copy()
+        ev = ctx.evaluate(model)
+        params = sum(p.numel() for p in model.parameters())
+        return VariantResult(
+            metrics={"accuracy": ev["accuracy"], "loss": ev["loss"], "params": params, "size_bytes": 4 * params},
+            units={"accuracy": "fraction", "loss": "nats", "params": "count", "size_bytes": "bytes"},
+        )

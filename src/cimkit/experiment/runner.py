@@ -1,0 +1,118 @@
+"""Run an experiment: load data, train (or reuse) the baseline, evaluate every variant, write results."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import cimkit
+from cimkit.experiment.config import ExperimentConfig
+from cimkit.experiment.context import RunContext, config_hash
+from cimkit.experiment.variant import VARIANTS
+from cimkit.io import atomic_write_json
+from cimkit.train import fit, load_model, save_model
+from cimkit.utils import machine_info, resolve_device, seed_everything
+
+log = logging.getLogger(__name__)
+
+
+def _dataset_info(data: Any) -> dict[str, Any]:
+    return {"name": data.name, "n_train": int(data.x_train.shape[0]), "n_test": int(data.x_test.shape[0]),
+            "num_classes": int(data.num_classes), "input_shape": list(data.x_train.shape[1:])}  # fmt: skip
+
+
+def run_experiment(
+    cfg: ExperimentConfig,
+    out_dir: str | Path,
+    *,
+    data_dir: str | Path | None = None,
+    progress: bool = True,
+    retrain: bool = False,
+) -> dict[str, Any]:
+    """Run ``cfg``; write ``out_dir/results.json`` (after every variant) and ``out_dir/report.html``.
+
+    The trained baseline is cached under ``out_dir/cache`` keyed by dataset, model and recipe, so a
+    re-run reuses it (``retrain=True`` forces training). An interrupted baseline training resumes from
+    its last epoch checkpoint.
+    """
+    from cimkit.data import load_dataset
+    from cimkit.models import create
+
+    out = Path(out_dir)
+    cache = out / "cache"
+    out.mkdir(parents=True, exist_ok=True)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    device = resolve_device(cfg.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise cimkit.ConfigError("device: 'cuda' was asked for but torch sees no CUDA device; use device = \"cpu\"")
+    specs = cfg.variant_specs()
+    seed_everything(cfg.seed)
+    t_start = time.perf_counter()
+
+    data = load_dataset(cfg.dataset, data_dir=data_dir, **cfg.dataset_args)
+    shape = tuple(data.x_train.shape[1:])
+    model = create(cfg.model, in_channels=data.in_channels, num_classes=data.num_classes,
+                   input_size=tuple(data.input_size), **cfg.model_args)  # fmt: skip
+    key = config_hash(cfg.dataset, cfg.dataset_args, cfg.model, cfg.model_args, cfg.train.to_dict(), cfg.seed, shape)
+    weights = cache / f"baseline-{key}.safetensors"
+    baseline: dict[str, Any] = {"key": key}
+    if weights.is_file() and not retrain:
+        meta = load_model(weights, model)
+        baseline.update(reused=True, **meta)
+        log.info("reusing trained baseline %s", weights)
+    else:
+        from cimkit.data import TensorLoader
+
+        torch.manual_seed(cfg.train.seed)
+        loader = TensorLoader(data.x_train, data.y_train, cfg.train.batch_size, shuffle=True, seed=cfg.train.seed)
+        ckpt = cache / f"baseline-{key}-train"
+        if retrain and ckpt.exists():
+            import shutil
+
+            shutil.rmtree(ckpt)
+        res = fit(model, loader, cfg.train, device=device, checkpoint_dir=ckpt, progress=progress)
+        meta = {"train_seconds": sum(h["seconds"] for h in res.history),
+                "seconds_per_epoch": res.seconds_per_epoch, "history": res.history}  # fmt: skip
+        save_model(weights, model, meta)
+        baseline.update(reused=False, **meta)
+    model.to(device).eval()
+
+    ctx = RunContext(data=data, baseline=model, train_cfg=cfg.train, seed=cfg.seed, device=device, out_dir=out,
+                     cache_dir=cache, baseline_key=key, eval_batch_size=cfg.eval_batch_size,
+                     progress=progress)  # fmt: skip
+    results: dict[str, Any] = {
+        "cimkit_version": cimkit.__version__,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "experiment": cfg.to_dict(),
+        "seed": cfg.seed,
+        "machine": machine_info(),
+        "dataset": _dataset_info(data),
+        "model": {"name": cfg.model, "params": sum(p.numel() for p in model.parameters())},
+        "baseline": baseline,
+        "variants": [],
+        "complete": False,
+    }
+    res_path = out / "results.json"
+    for spec in specs:
+        log.info("variant %s (%s)", spec.name, spec.kind)
+        t0 = time.perf_counter()
+        torch.manual_seed(cfg.seed)
+        variant = VARIANTS.get(spec.kind)(spec.name, spec.cfg)
+        r = variant.run(ctx)
+        results["variants"].append({"name": spec.name, "kind": spec.kind, "config": spec.cfg.to_dict(),
+                                    "metrics": r.metrics, "units": r.units, "details": r.details,
+                                    "seconds": time.perf_counter() - t0})  # fmt: skip
+        atomic_write_json(res_path, results)  # nothing lost if a later variant is interrupted
+    results["complete"] = True
+    results["seconds"] = time.perf_counter() - t_start
+    atomic_write_json(res_path, results)
+    from cimkit.report import write_report
+
+    write_report(results, out / "report.html")
+    return results

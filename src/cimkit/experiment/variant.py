@@ -1,0 +1,59 @@
+"""Experiment variant kinds: the runner knows none of them by name, each registers here.
+
+A kind subclasses :class:`Variant`, names its config class and implements ``run(ctx)``::
+
+    @VARIANTS.register("ptq", "post-training quantization")
+    class PTQVariant(Variant):
+        config_cls = PTQConfig
+        def run(self, ctx: RunContext) -> VariantResult: ...
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from cimkit.config import Config
+from cimkit.registry import Registry
+
+if TYPE_CHECKING:
+    from cimkit.experiment.context import RunContext
+    from cimkit.report import Section
+
+
+@dataclass
+class VariantResult:
+    """Metrics of one variant. ``metrics['accuracy']`` (fraction) is required; ``units`` names each
+    metric's unit; ``details`` holds JSON-able extras (per-layer tables, series over time)."""
+
+    metrics: dict[str, float]
+    units: dict[str, str]
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if "accuracy" not in self.metrics:
+            raise ValueError("VariantResult.metrics must contain 'accuracy'")
+        missing = [k for k in self.metrics if k not in self.units]
+        if missing:
+            raise ValueError(f"VariantResult: no unit given for {missing}")
+
+
+class Variant:
+    """Base class of variant kinds. ``self.name`` is the variant's name, ``self.cfg`` its config."""
+
+    config_cls: ClassVar[type[Config]] = Config
+
+    def __init__(self, name: str, cfg: Config) -> None:
+        self.name = name
+        self.cfg = cfg
+
+    def run(self, ctx: RunContext) -> VariantResult:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    @classmethod
+    def report_sections(cls, records: list[dict[str, Any]]) -> list[Section]:
+        """Report sections for all results of this kind (results.json records); none by default."""
+        return []
+
+
+VARIANTS: Registry[type[Variant]] = Registry("variant kind")

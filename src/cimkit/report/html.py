@@ -1,0 +1,147 @@
+"""HTML report writer. matplotlib (extra ``report``) draws the plots; without it the report has tables only."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cimkit.io import atomic_write_text
+from cimkit.report.summary import summary_rows
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Section:
+    """A titled block of the report; ``html`` is trusted markup built with the helpers here."""
+
+    title: str
+    html: str
+
+
+def have_matplotlib() -> bool:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg", force=False)
+        return True
+    except ImportError:
+        return False
+
+
+def figure_html(fig: Any, alt: str = "plot") -> str:
+    """Embed a matplotlib figure as a base64 PNG ``<img>`` and close it."""
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    data = base64.b64encode(buf.getvalue()).decode()
+    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
+
+
+def table_html(headers: list[str], rows: list[list[Any]]) -> str:
+    """A simple escaped HTML table."""
+    head = "".join(f"<th>{html.escape(str(h))}</th>" for h in headers)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in r) + "</tr>" for r in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _baseline_section(results: dict[str, Any]) -> Section | None:
+    hist = results.get("baseline", {}).get("history") or []
+    if not hist or not have_matplotlib():
+        return None
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 3.2))
+    ep = [h["epoch"] for h in hist]
+    ax.plot(ep, [h["loss"] for h in hist], "o-", label="train loss")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("cross-entropy (nats)")
+    ax2 = ax.twinx()
+    ax2.plot(ep, [100 * h["train_accuracy"] for h in hist], "s--", color="tab:orange", label="train accuracy")
+    ax2.set_ylabel("train accuracy (%)")
+    ax.set_title("baseline training")
+    fig.legend(loc="center right")
+    b = results["baseline"]
+    note = "reused from cache" if b.get("reused") else "trained in this run"
+    text = f"<p>{len(hist)} epochs, {b.get('seconds_per_epoch', float('nan')):.2f} s/epoch ({note}).</p>"
+    return Section("Baseline training", text + figure_html(fig, "training curve"))
+
+
+def _accuracy_section(results: dict[str, Any]) -> Section | None:
+    vs = results.get("variants", [])
+    if not vs or not have_matplotlib():
+        return None
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(max(4.0, 0.9 * len(vs) + 2), 3.2))
+    acc = [100 * v["metrics"]["accuracy"] for v in vs]
+    err = [100 * v["metrics"].get("accuracy_std", 0.0) for v in vs]
+    ax.bar(range(len(vs)), acc, yerr=err, capsize=3, color="tab:blue")
+    ax.set_xticks(range(len(vs)), [v["name"] for v in vs], rotation=30, ha="right")
+    ax.set_ylabel("test accuracy (%)")
+    lo = min(acc) - max([*err, 0]) - 2
+    ax.set_ylim(max(0.0, lo), 100)
+    for i, a in enumerate(acc):
+        ax.text(i, a, f"{a:.2f}", ha="center", va="bottom", fontsize=8)
+    return Section("Accuracy by variant", figure_html(fig, "accuracy by variant"))
+
+
+_CSS = """body{font-family:system-ui,sans-serif;max-width:1000px;margin:2em auto;padding:0 1em;color:#222}
+table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:.25em .6em;text-align:right}
+th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}img{max-width:100%}
+code{background:#f5f5f5;padding:0 .2em}.meta{color:#666;font-size:.9em}"""
+
+
+def render_report(results: dict[str, Any]) -> str:
+    """The report page as a string."""
+    from cimkit.experiment.variant import VARIANTS
+
+    exp = results.get("experiment", {})
+    title = f"cimkit report: {exp.get('name', 'experiment')}"
+    parts = [f"<h1>{html.escape(title)}</h1>"]
+    ds, mdl, mach = results.get("dataset", {}), results.get("model", {}), results.get("machine", {})
+    parts.append(
+        f"<p class=meta>{html.escape(exp.get('description', ''))}<br>dataset <b>{html.escape(str(ds.get('name')))}</b> "
+        f"({ds.get('n_train')} train / {ds.get('n_test')} test), model <b>{html.escape(str(mdl.get('name')))}</b> "
+        f"({mdl.get('params', 0):,} parameters), seed {results.get('seed')}, cimkit {results.get('cimkit_version')}, "
+        f"torch {html.escape(str(mach.get('torch')))}, {html.escape(str(mach.get('cpu', mach.get('processor'))))}, "
+        f"created {html.escape(str(results.get('created')))}</p>"
+    )
+    if not results.get("complete", True):
+        parts.append("<p><b>Incomplete run:</b> some variants did not finish.</p>")
+    headers, rows = summary_rows(results)
+    sections = [Section("Summary", table_html(headers, rows))]
+    for s in (_accuracy_section(results), _baseline_section(results)):
+        if s is not None:
+            sections.append(s)
+    kinds: list[str] = []
+    for v in results.get("variants", []):
+        if v["kind"] not in kinds:
+            kinds.append(v["kind"])
+    for kind in kinds:
+        if kind not in VARIANTS:
+            continue
+        records = [v for v in results["variants"] if v["kind"] == kind]
+        try:
+            sections.extend(VARIANTS.get(kind).report_sections(records))
+        except ImportError as e:
+            log.warning("report section for %s skipped: %s", kind, e)
+    if not have_matplotlib():
+        sections.append(Section("Plots", "<p>Install the <code>report</code> extra (matplotlib) for plots.</p>"))
+    for s in sections:
+        parts.append(f"<h2>{html.escape(s.title)}</h2>\n{s.html}")
+    body = "\n".join(parts)
+    return f"<!doctype html><html><head><meta charset=utf-8><title>{html.escape(title)}</title>" \
+           f"<style>{_CSS}</style></head><body>{body}</body></html>\n"  # fmt: skip
+
+
+def write_report(results: dict[str, Any], path: str | Path) -> Path:
+    """Render and write the report atomically."""
+    return atomic_write_text(path, render_report(results))

@@ -1,0 +1,20 @@
+from __future__ import annotations
+
+import pytest
+
+from cimkit.errors import ConfigError
+from cimkit.registry import Registry
+
+
+def test_register_list_describe_and_lookup() -> None:
+    reg: Registry[int] = Registry("thing")
+    reg.add("resnet20", 1, "a resnet")
+    reg.register("resnet32", "another")(2)
+    reg.add("lenet5", 3, "old")
+    assert reg.list("res*") == ["resnet20", "resnet32"]
+    assert reg.describe("len*") == [("lenet5", "old")]
+    assert reg.get("resnet32") == 2 and "lenet5" in reg and len(reg) == 3
+    with pytest.raises(ConfigError, match=r"unknown thing 'lenet' \(did you mean 'lenet5'\?\)"):
+        reg.get("lenet")
+    with pytest.raises(ValueError, match="already registered"):
+        reg.add("lenet5", 4)
