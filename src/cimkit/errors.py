@@ -30,3 +30,7 @@ def unknown(what: str, value: str, choices: Iterable[str]) -> ConfigError:
     return ConfigError(
         f"unknown {what} '{value}'{did_you_mean(value, choices)}; allowed: {', '.join(choices)}"
     )
+
+
+class TrainingDivergedError(CimkitError, FloatingPointError):
+    """The loss became NaN/inf (usually a learning rate too high for the model)."""

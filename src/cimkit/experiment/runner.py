@@ -55,7 +55,7 @@ def run_experiment(
     seed_everything(cfg.seed)
     t_start = time.perf_counter()
 
-    data = load_dataset(cfg.dataset, data_dir=data_dir, **cfg.dataset_args)
+    data = load_dataset(cfg.dataset, data_dir=data_dir, progress=progress, **cfg.dataset_args)
     shape = tuple(data.x_train.shape[1:])
     model = create(cfg.model, in_channels=data.in_channels, num_classes=data.num_classes,
                    input_size=tuple(data.input_size), **cfg.model_args)  # fmt: skip

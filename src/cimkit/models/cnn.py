@@ -76,14 +76,14 @@ def _vgg_features(in_channels: int, cfg: Sequence[int | str]) -> tuple[nn.Sequen
     return nn.Sequential(*layers), c
 
 
-@MODELS.register("vgg_small", "VGG-style Conv-BN-ReLU CNN (widths 32-64-128, max-pool), global-avg + FC head")
+@MODELS.register("vgg_small", "VGG-style Conv-BN-ReLU CNN (3x3 convs, widths 16-32-64, max-pool after each), FC head")
 class VGGSmall(nn.Module):
     def __init__(
         self,
         in_channels: int = 1,
         num_classes: int = 10,
         input_size: tuple[int, ...] = (28, 28),
-        widths: Sequence[int] = (32, 64, 128),
+        widths: Sequence[int] = (16, 32, 64),
         hidden: int = 128,
         dropout: float = 0.2,
     ) -> None:

@@ -60,14 +60,14 @@ def _baseline_section(results: dict[str, Any]) -> Section | None:
 
     fig, ax = plt.subplots(figsize=(5.5, 3.2))
     ep = [h["epoch"] for h in hist]
-    ax.plot(ep, [h["loss"] for h in hist], "o-", label="train loss")
+    (l1,) = ax.plot(ep, [h["loss"] for h in hist], "o-", label="train loss")
     ax.set_xlabel("epoch")
     ax.set_ylabel("cross-entropy (nats)")
     ax2 = ax.twinx()
-    ax2.plot(ep, [100 * h["train_accuracy"] for h in hist], "s--", color="tab:orange", label="train accuracy")
+    (l2,) = ax2.plot(ep, [100 * h["train_accuracy"] for h in hist], "s--", color="tab:orange", label="train accuracy")
     ax2.set_ylabel("train accuracy (%)")
     ax.set_title("baseline training")
-    fig.legend(loc="center right")
+    ax.legend(handles=[l1, l2], loc="center right", framealpha=0.9)
     b = results["baseline"]
     note = "reused from cache" if b.get("reused") else "trained in this run"
     text = f"<p>{len(hist)} epochs, {b.get('seconds_per_epoch', float('nan')):.2f} s/epoch ({note}).</p>"

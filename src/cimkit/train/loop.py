@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cimkit.errors import ConfigError
+from cimkit.errors import ConfigError, TrainingDivergedError
 from cimkit.train.checkpoint import load_training_state, save_training_state
 from cimkit.train.config import Optim, Schedule, TrainConfig
 from cimkit.utils import progress as progress_iter
@@ -130,7 +130,7 @@ def fit(
                     t_out = teacher(xb)
                 loss = (1 - cfg.kd_alpha) * loss + cfg.kd_alpha * distillation_loss(out, t_out, cfg.kd_temperature)
             if not torch.isfinite(loss):
-                raise FloatingPointError(f"loss became {loss.item()} at epoch {epoch + 1}, step {step}; lower train.lr")
+                raise TrainingDivergedError(f"loss became {loss.item()} at epoch {epoch + 1}, step {step}; lower train.lr")
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.grad_clip > 0:

@@ -1,0 +1,125 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from cimkit.cli import main
+from cimkit.config import dumps_toml
+from cimkit.errors import ConfigError
+from cimkit.experiment import ExperimentConfig, load_experiment
+
+TINY = {
+    "name": "tiny",
+    "seed": 3,
+    "threads": 1,
+    "dataset": "digits",
+    "model": "small_cnn",
+    "model_args": {"width": 4},
+    "train": {"epochs": 3, "batch_size": 64, "lr": 0.01},
+    "variants": [{"kind": "fp32"}, {"kind": "fp32", "name": "again"}],
+}
+
+
+def _write(tmp_path: Path, data: dict, name: str = "exp.toml") -> Path:
+    p = tmp_path / name
+    p.write_text(dumps_toml(data))
+    return p
+
+
+def _run(tmp_path: Path, exp: Path, out: str, *extra: str) -> dict:
+    assert main(["-q", "run", str(exp), "--out", str(tmp_path / out), "--no-progress", *extra]) == 0
+    return json.loads((tmp_path / out / "results.json").read_text())
+
+
+def test_run_end_to_end_and_reuse(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    exp = _write(tmp_path, TINY)
+    r = _run(tmp_path, exp, "a")
+    assert r["complete"] and r["baseline"]["reused"] is False
+    assert [v["name"] for v in r["variants"]] == ["fp32", "again"]
+    for v in r["variants"]:
+        assert v["kind"] == "fp32" and 0.0 <= v["metrics"]["accuracy"] <= 1.0
+        assert v["units"]["accuracy"] == "fraction"
+    assert r["variants"][0]["metrics"]["accuracy"] > 0.5  # 3 epochs on digits; chance is 0.1
+    assert r["experiment"]["seed"] == 3 and "torch" in r["machine"]
+    html = (tmp_path / "a" / "report.html").read_text()
+    assert "<table>" in html and "data:image/png;base64," in html  # self-contained, plots embedded
+    out = capsys.readouterr().out
+    assert "fp32" in out and "results.json" in out
+    again = _run(tmp_path, exp, "a")
+    assert again["baseline"]["reused"] is True
+    assert again["variants"][0]["metrics"] == r["variants"][0]["metrics"]
+
+
+def test_same_seed_identical_results(tmp_path: Path) -> None:
+    exp = _write(tmp_path, {**TINY, "variants": [{"kind": "fp32"}]})
+    a, b = _run(tmp_path, exp, "a"), _run(tmp_path, exp, "b")
+    assert a["variants"][0]["metrics"] == b["variants"][0]["metrics"]
+    assert a["baseline"]["history"][-1]["loss"] == b["baseline"]["history"][-1]["loss"]
+    c = _run(tmp_path, _write(tmp_path, {**TINY, "seed": 4, "train": {**TINY["train"], "seed": 1}}, "c.toml"), "c")
+    assert c["baseline"]["history"][-1]["loss"] != a["baseline"]["history"][-1]["loss"]
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"modle": "lenet5"}, "modle: unknown key for ExperimentConfig (did you mean 'model'?)"),
+        ({"model": "lenet"}, "unknown model 'lenet' (did you mean 'lenet5'?)"),
+        ({"dataset": "mnits"}, "did you mean 'mnist'?"),
+        ({"train": {"epochs": "ten"}}, "train.epochs: expected an integer, got 'ten'"),
+        ({"train": {"lr": -1.0}}, "train.lr: -1.0 is out of range"),
+        ({"seed": 1.5}, "seed: expected an integer"),
+        ({"variants": [{"kind": "fp33"}]}, "variants[0].kind: unknown variant kind 'fp33' (did you mean 'fp32'?)"),
+        ({"variants": [{"kind": "fp32"}, {"kind": "fp32"}]}, "duplicate name(s) fp32"),
+        ({"model": "char_cnn"}, "takes text inputs but dataset 'digits' is image"),
+    ],
+)
+def test_config_errors_are_one_line_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], change: dict, message: str
+) -> None:
+    exp = _write(tmp_path, {**TINY, **change})
+    assert main(["run", str(exp), "--out", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("cimkit: error:") and "\n" not in err and "Traceback" not in err
+    assert message in err
+    assert not (tmp_path / "x" / "results.json").exists()
+
+
+def test_missing_and_malformed_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", str(tmp_path / "nope.toml")]) == 2
+    assert "config file not found" in capsys.readouterr().err
+    bad = tmp_path / "bad.toml"
+    bad.write_text("name = \n")
+    assert main(["run", str(bad)]) == 2
+    assert "invalid TOML" in capsys.readouterr().err
+
+
+def test_default_and_examples_parse() -> None:
+    root = Path(__file__).resolve().parents[2]
+    d = load_experiment(None)
+    assert d.dataset == "digits" and ExperimentConfig.from_toml(d.to_toml()) == d
+    for f in sorted((root / "examples").glob("*.toml")):
+        load_experiment(str(f))  # every shipped example is valid
+
+
+def test_list_topics(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["list", "models", "le*"]) == 0
+    assert capsys.readouterr().out.startswith("lenet5")
+    assert main(["list", "datasets"]) == 0
+    out = capsys.readouterr().out
+    assert all(n in out for n in ("digits", "mnist", "fashion-mnist", "cifar10", "tinyshakespeare"))
+    assert main(["list", "variants"]) == 0
+    assert "fp32" in capsys.readouterr().out
+    assert main(["list", "modles"]) == 2
+    assert "did you mean 'models'" in capsys.readouterr().err
+
+
+def test_config_command_prints_valid_toml(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["config"]) == 0
+    assert ExperimentConfig.from_toml(capsys.readouterr().out) == ExperimentConfig()
+
+
+def test_api_rejects_bad_device() -> None:
+    with pytest.raises(ConfigError, match="device"):
+        ExperimentConfig(device="tpu")
