@@ -1,0 +1,147 @@
+"""The one verb and its companions: ``quantize_``, ``calibrate``, ``convert_``, ``dequantize_``.
+
+::
+
+    fold_bn_(model)                                  # optional: Conv+BN -> Conv
+    quantize_(model, QuantConfig(w_bits=4, a_bits=4, overrides={"@first": {"w_bits": 8}}))
+    calibrate(model, batches)                        # PTQ: observe ranges on a few batches
+    fit(model, loader, train_cfg)                    # QAT: fine-tune the fake-quantized model
+    convert_(model)                                  # freeze weight grids (export reads them)
+    dequantize_(model)                               # back to the float layers
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import torch
+from torch import nn
+
+from cimkit.errors import ConfigError, DataError
+from cimkit.quant.config import QuantConfig, as_quant_config
+from cimkit.quant.layers import QUANT_CLASSES, QuantLayer, is_quantizable
+from cimkit.quant.quantizers import ActQuantizer
+
+log = logging.getLogger("cimkit.quant")
+
+FilterFn = Callable[[str, nn.Module], bool]
+
+
+def quantizable_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """``(name, module)`` of every ``nn.Linear``/``nn.Conv1d``/``nn.Conv2d`` (exact types) and every
+    cimkit quantized layer, in module registration order (``named_modules``), which is the forward
+    order for Sequential-style models."""
+    return [(n, m) for n, m in model.named_modules() if is_quantizable(m)]
+
+
+def _set_module(model: nn.Module, name: str, new: nn.Module) -> None:
+    parent_name, _, child = name.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    setattr(parent, child, new)
+
+
+def quantize_(
+    model: nn.Module,
+    config: QuantConfig | str | dict[str, Any],
+    filter_fn: FilterFn | None = None,
+) -> nn.Module:
+    """Swap the quantizable layers of ``model`` for quantized ones, in place; returns ``model``.
+
+    ``config`` is a :class:`QuantConfig`, a preset name (``cimkit.quant.QUANT_PRESETS``) or a dict.
+    Each layer gets ``config.for_layer(name)`` (overrides applied; ``skip`` patterns stay float).
+    ``filter_fn(name, module) -> bool`` can further exclude layers. Layers that are already
+    quantized are re-quantized with the new config (their calibration is reset). If ``model`` is
+    itself a single Linear/Conv layer, the quantized layer is returned (use the return value).
+    Activation quantizers initialize lazily; call :func:`calibrate` for proper ranges.
+    """
+    cfg = as_quant_config(config)
+    layers = quantizable_layers(model)
+    if not layers:
+        raise ConfigError("quantize_: the model has no nn.Linear / nn.Conv1d / nn.Conv2d layers")
+    for i, (name, mod) in enumerate(layers):
+        if filter_fn is not None and not filter_fn(name, mod):
+            continue
+        lc = cfg.for_layer(name, index=i, count=len(layers))
+        if lc is None:
+            continue
+        base = mod.to_float() if isinstance(mod, QuantLayer) else mod
+        new = QUANT_CLASSES[type(base)].from_float(base, lc)
+        if name == "":
+            return new  # type: ignore[return-value]
+        _set_module(model, name, new)  # type: ignore[arg-type]
+    return model
+
+
+def dequantize_(model: nn.Module) -> nn.Module:
+    """Swap every quantized layer back to its float layer (same parameters), in place; returns
+    ``model`` (or the float layer if ``model`` itself was a quantized layer)."""
+    if isinstance(model, QuantLayer):
+        return model.to_float()
+    for name, mod in list(model.named_modules()):
+        if isinstance(mod, QuantLayer):
+            _set_module(model, name, mod.to_float())
+    return model
+
+
+def quantized_layers(model: nn.Module) -> list[tuple[str, QuantLayer]]:
+    """``(name, layer)`` of the cimkit quantized layers of ``model``."""
+    return [(n, m) for n, m in model.named_modules() if isinstance(m, QuantLayer)]
+
+
+def _device_of(model: nn.Module) -> torch.device:
+    for p in model.parameters():
+        return p.device
+    return torch.device("cpu")
+
+
+def _inputs(batch: Any) -> Any:
+    if isinstance(batch, torch.Tensor):
+        return batch
+    if isinstance(batch, (tuple, list)) and batch and isinstance(batch[0], torch.Tensor):
+        return batch[0]
+    raise DataError(f"calibrate: a batch must be a tensor or an (x, y) pair, got {type(batch).__name__}")
+
+
+@torch.no_grad()
+def calibrate(model: nn.Module, batches: Iterable[Any], *, max_batches: int | None = None, seed: int = 0) -> nn.Module:
+    """Run ``batches`` (tensors or ``(x, y)`` pairs) through ``model`` in eval mode while every
+    activation quantizer records its range, then fix the grids. Returns ``model``."""
+    quants = [m for m in model.modules() if isinstance(m, ActQuantizer)]
+    if not quants:
+        return model
+    for i, q in enumerate(quants):
+        q.start_observing(seed=seed + i)
+    was_training = model.training
+    model.eval()
+    dev = _device_of(model)
+    n = 0
+    try:
+        for b in batches:
+            if max_batches is not None and n >= max_batches:
+                break
+            model(_inputs(b).to(dev))
+            n += 1
+    finally:
+        seen = [q.stop_observing() for q in quants]
+        model.train(was_training)
+    if n == 0:
+        raise DataError("calibrate: no batches were given")
+    if not all(seen):
+        log.warning("calibrate: %d activation quantizer(s) saw no data (unused layers?)", seen.count(False))
+    return model
+
+
+@torch.no_grad()
+def convert_(model: nn.Module) -> nn.Module:
+    """Freeze every weight quantizer's grid at its current value (after PTQ/QAT). The forward is
+    unchanged; later weight updates keep the frozen scales. Returns ``model``."""
+    for _, m in quantized_layers(model):
+        m.w_quant.freeze(m.weight)
+    return model
+
+
+def layer_bits(model: nn.Module) -> dict[str, tuple[int, int | None]]:
+    """``{name: (w_bits, a_bits)}`` of the quantized layers (``a_bits`` None = float inputs)."""
+    return {n: (m.w_bits, m.a_bits) for n, m in quantized_layers(model)}
