@@ -24,6 +24,9 @@ def _listings() -> dict[str, Callable[[str], list[tuple[str, str]]]]:
         "datasets": DATASETS.describe,
         "variants": VARIANTS.describe,
     }
+    from cimkit.quant import QUANT_PRESETS
+
+    topics["quant-presets"] = QUANT_PRESETS.describe
     try:  # registries of the analog package, when present
         from cimkit.analog import listings as analog_listings
 

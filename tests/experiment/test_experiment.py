@@ -110,7 +110,10 @@ def test_list_topics(capsys: pytest.CaptureFixture[str]) -> None:
     out = capsys.readouterr().out
     assert all(n in out for n in ("digits", "mnist", "fashion-mnist", "cifar10", "tinyshakespeare"))
     assert main(["list", "variants"]) == 0
-    assert "fp32" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert all(k in out for k in ("fp32", "ptq", "qat"))
+    assert main(["list", "quant-presets", "w8*"]) == 0
+    assert capsys.readouterr().out.split()[0] == "w8"
     assert main(["list", "modles"]) == 2
     assert "did you mean 'models'" in capsys.readouterr().err
 

@@ -93,6 +93,29 @@ def _accuracy_section(results: dict[str, Any]) -> Section | None:
     return Section("Accuracy by variant", figure_html(fig, "accuracy by variant"))
 
 
+def _size_section(results: dict[str, Any]) -> Section | None:
+    """Accuracy vs model size over every variant that reports ``size_bytes`` (any kind)."""
+    vs = [v for v in results.get("variants", []) if "size_bytes" in v["metrics"]]
+    if len(vs) < 2 or not have_matplotlib():
+        return None
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    for kind in dict.fromkeys(v["kind"] for v in vs):
+        pts = [v for v in vs if v["kind"] == kind]
+        ax.scatter([v["metrics"]["size_bytes"] / 1024 for v in pts], [100 * v["metrics"]["accuracy"] for v in pts],
+                   label=kind, s=30)  # fmt: skip
+        for v in pts:
+            ax.annotate(v["name"], (v["metrics"]["size_bytes"] / 1024, 100 * v["metrics"]["accuracy"]),
+                        fontsize=7, xytext=(3, 3), textcoords="offset points")  # fmt: skip
+    ax.set_xscale("log")
+    ax.set_xlabel("model size (KiB, log scale)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return Section("Accuracy vs model size", figure_html(fig, "accuracy vs size"))
+
+
 _CSS = """body{font-family:system-ui,sans-serif;max-width:1000px;margin:2em auto;padding:0 1em;color:#222}
 table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:.25em .6em;text-align:right}
 th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}img{max-width:100%}
@@ -118,7 +141,7 @@ def render_report(results: dict[str, Any]) -> str:
         parts.append("<p><b>Incomplete run:</b> some variants did not finish.</p>")
     headers, rows = summary_rows(results)
     sections = [Section("Summary", table_html(headers, rows))]
-    for s in (_accuracy_section(results), _baseline_section(results)):
+    for s in (_accuracy_section(results), _size_section(results), _baseline_section(results)):
         if s is not None:
             sections.append(s)
     kinds: list[str] = []
