@@ -108,7 +108,11 @@ def _size_section(results: dict[str, Any]) -> Section | None:
         for v in pts:
             ax.annotate(v["name"], (v["metrics"]["size_bytes"] / 1024, 100 * v["metrics"]["accuracy"]),
                         fontsize=7, xytext=(3, 3), textcoords="offset points")  # fmt: skip
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+
     ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel("model size (KiB, log scale)")
     ax.set_ylabel("test accuracy (%)")
     ax.grid(alpha=0.3)
