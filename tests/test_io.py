@@ -50,3 +50,12 @@ def test_atomic_json_strict_and_leaves_no_temp(tmp_path: Path) -> None:
     p = atomic_write_json(tmp_path / "r.json", {"a": float("nan"), "b": [1.5]})
     assert json.loads(p.read_text()) == {"a": None, "b": [1.5]}
     assert [f.name for f in tmp_path.iterdir()] == ["r.json"]
+
+
+def test_atomic_write_has_ordinary_permissions(tmp_path: Path) -> None:
+    import os
+
+    p = atomic_write_json(tmp_path / "p.json", {})
+    umask = os.umask(0)
+    os.umask(umask)
+    assert p.stat().st_mode & 0o777 == 0o666 & ~umask
