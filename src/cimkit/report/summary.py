@@ -15,9 +15,13 @@ def _fmt(key: str, value: Any, unit: str) -> str:
         return f"{100 * value:.2f}%"
     if unit == "bytes":
         return f"{value / 1024:.1f} KiB"
+    if abs(value) >= 1e4:
+        for div, prefix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+            if abs(value) >= div:
+                return f"{value / div:.3g} {prefix} {unit}".strip()
     if isinstance(value, float):
         return f"{value:.4g} {unit}".strip()
-    return f"{value:,} {unit}".strip()
+    return f"{value} {unit}".strip()
 
 
 def summary_rows(results: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
