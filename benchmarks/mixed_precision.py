@@ -1,0 +1,328 @@
+"""Hessian mixed precision vs uniform and random plans; ZeroQ vs data calibration; PyHessian check.
+
+    python benchmarks/mixed_precision.py [--quick] [--out FILE] [--threads N] [--data-dir DIR] [--plot PNG]
+
+For MNIST and Fashion-MNIST with the BatchNorm CNN ``vgg_small`` (all figures from this run):
+
+1. train the fp32 baseline; Hutchinson traces per layer (HAWQ-V2 stopping rule);
+2. at the weight size of uniform 3-bit and of uniform 4-bit weights (8-bit activations): the Hessian
+   ILP plan, the uniform plan and 5 random plans of the same size (cost in [0.95, 1]·budget), each
+   with per-channel MSE-optimal weight ranges, calibrated on the same batches and fine-tuned with the
+   same QAT budget (80 Adam steps of 128 images at lr 1e-4, same data order and seed);
+3. W8A8 PTQ calibrated on ZeroQ distilled data vs on the same number of real training images;
+4. if PyHessian is importable: per-layer traces at equal probe counts (common random numbers: both
+   use the same Rademacher probes) and wall time (PyHessian needs one run per layer).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+import _bench
+from cimkit.data import TensorLoader, load_dataset
+from cimkit.mixed import MixedConfig, ZeroQConfig, analyze, distill_data, hessian_trace
+from cimkit.mixed.plan import BitPlan
+from cimkit.models import create
+from cimkit.quant import QuantConfig, calibrate, quantize_
+from cimkit.train import TrainConfig, evaluate, fit
+
+FULL = dict(train_epochs=2, train_n=None, hessian_samples=384, probes=100, qat_steps=80, n_random=5,
+            test_n=None, zeroq_samples=128, zeroq_iters=200, pyh_samples=256, pyh_probes=30)  # fmt: skip
+QUICK = dict(train_epochs=1, train_n=6000, hessian_samples=128, probes=15, qat_steps=25, n_random=2,
+             test_n=2000, zeroq_samples=64, zeroq_iters=60, pyh_samples=64, pyh_probes=8)  # fmt: skip
+DATASETS = ("mnist", "fashion-mnist")
+BUDGET_BITS = (3, 4)
+SEED = 0
+W_OBSERVER = "mse"  # weight ranges of every plan (MSE-optimal per channel); Ω uses the same quantizer
+QAT_LR = 1e-4  # Adam fine-tuning rate: 1/20 of the baseline's peak 2e-3, cosine to 0 over the QAT steps
+
+
+def _test_loader(data: Any, n: int | None) -> TensorLoader:
+    x, y = (data.x_test, data.y_test) if n is None else (data.x_test[:n], data.y_test[:n])
+    return TensorLoader(x, y, 1000)
+
+
+def _qat(model: nn.Module, data: Any, steps: int) -> float:
+    """The same QAT budget for every plan: ``steps`` Adam steps (batch 128, cosine) on a fixed data order."""
+    n = steps * 128
+    loader = TensorLoader(data.x_train[:n], data.y_train[:n], 128, shuffle=True, seed=SEED + 1)
+    torch.manual_seed(SEED)  # same dropout stream for every plan
+    t0 = time.perf_counter()
+    fit(model, loader, TrainConfig(epochs=1, lr=QAT_LR, batch_size=128, seed=SEED), progress=False)
+    return time.perf_counter() - t0
+
+
+def _evaluate_plan(
+    base: nn.Module, plan: BitPlan, calib: list[torch.Tensor], data: Any, p: dict, ptq: bool = True
+) -> dict[str, float]:
+    model = copy.deepcopy(base)
+    plan.apply(model, calib)
+    test = _test_loader(data, p["test_n"])
+    out = {"ptq_accuracy": evaluate(model, test)["accuracy"]} if ptq else {}
+    out["qat_seconds"] = _qat(model, data, p["qat_steps"])
+    model.eval()
+    out["qat_accuracy"] = evaluate(model, test)["accuracy"]
+    return out
+
+
+@contextlib.contextmanager
+def _probe_feed(probes: list[torch.Tensor]):
+    """Make ``torch.randint_like`` (PyHessian's probe source) return the given ±1 probes as 0/1 draws."""
+    orig = torch.randint_like
+    it = iter(probes)
+
+    def fake(p: torch.Tensor, *a: Any, **k: Any) -> torch.Tensor:
+        return ((next(it) + 1) / 2).to(dtype=p.dtype, device=p.device)
+
+    torch.randint_like = fake
+    try:
+        yield
+    finally:
+        torch.randint_like = orig
+
+
+def _pyhessian_compare(model: nn.Module, data: Any, p: dict, rep: _bench.Report, ds: str) -> None:
+    try:
+        from pyhessian import hessian as pyh_hessian
+    except ImportError:
+        print("PyHessian not importable: comparison skipped (pip install pyhessian --no-deps)")
+        return
+    n, probes = p["pyh_samples"], p["pyh_probes"]
+    x, y = data.x_train[:n], data.y_train[:n]
+    kw = dict(max_probes=probes, min_probes=probes, tol=1e-12, seed=SEED, max_samples=n, batch_size=n, progress=False)
+    t0 = time.perf_counter()
+    joint = hessian_trace(model, (x, y), **kw)
+    t_joint = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    block = hessian_trace(model, (x, y), blockwise=True, **kw)
+    t_block = time.perf_counter() - t0
+    # the probes cimkit drew, in its order (probe k: one tensor per layer from one generator)
+    gen = torch.Generator().manual_seed(SEED)
+    mods = dict(model.named_modules())
+    per_layer: dict[str, list[torch.Tensor]] = {name: [] for name in block.names}
+    for _ in range(probes):
+        for name in block.names:
+            w = mods[name].weight
+            per_layer[name].append((torch.randint(0, 2, w.shape, generator=gen) * 2 - 1).float())
+    t_pyh = 0.0
+    worst = 0.0
+    for name in block.names:
+        m = copy.deepcopy(model).eval()
+        for q in m.parameters():
+            q.requires_grad_(False)
+        dict(m.named_modules())[name].weight.requires_grad_(True)  # PyHessian takes every trainable parameter
+        t0 = time.perf_counter()
+        with warnings.catch_warnings():  # PyHessian's backward(create_graph=True) warns about a ref cycle
+            warnings.simplefilter("ignore", UserWarning)
+            h = pyh_hessian(m, nn.CrossEntropyLoss(), data=(x, y), cuda=False)
+        with _probe_feed(per_layer[name]):
+            vals = h.trace(maxIter=probes, tol=0.0)
+        t_pyh += time.perf_counter() - t0
+        theirs = float(np.mean(vals))
+        rel = abs(block.trace[name] - theirs) / abs(theirs)
+        worst = max(worst, rel)
+        rep.row(dataset=ds, part="pyhessian", method=name, probes=len(vals), pyhessian=theirs,
+                pyhessian_stderr=float(np.std(vals, ddof=1) / np.sqrt(len(vals))), cimkit_block=block.trace[name],
+                block_rel_diff=rel, block_stderr=block.trace_stderr[name], cimkit_joint=joint.trace[name],
+                joint_rel_diff=abs(joint.trace[name] - theirs) / abs(theirs), joint_stderr=joint.trace_stderr[name])  # fmt: skip
+    rep.row(dataset=ds, part="pyhessian-time", method=f"{len(block.names)} layers x {probes} probes, {n} samples",
+            pyhessian_s=t_pyh, cimkit_block_s=t_block, cimkit_joint_s=t_joint,
+            block_speedup=t_pyh / t_block, joint_speedup=t_pyh / t_joint)  # fmt: skip
+    rep.goal(f"{ds}: per-layer trace, max relative difference cimkit (blockwise) vs PyHessian "
+             f"({probes} probes each, same probes)", worst, "<= 0.05", worst <= 0.05)  # fmt: skip
+    rep.goal(f"{ds}: time for all layers' traces, cimkit (blockwise) / PyHessian (one run per layer)",
+             t_block / t_pyh, "<= 1", t_block <= t_pyh)  # fmt: skip
+
+
+def run_dataset(ds: str, p: dict, rep: _bench.Report, args: Any) -> None:
+    data = load_dataset(ds, data_dir=args.data_dir, progress=False)
+    torch.manual_seed(SEED)
+    model = create("vgg_small", in_channels=data.in_channels, num_classes=data.num_classes,
+                   input_size=tuple(data.input_size))  # fmt: skip
+    xt, yt = (
+        (data.x_train, data.y_train)
+        if p["train_n"] is None
+        else (data.x_train[: p["train_n"]], data.y_train[: p["train_n"]])
+    )
+    t0 = time.perf_counter()
+    fit(model, TensorLoader(xt, yt, 128, shuffle=True, seed=SEED),
+        TrainConfig(epochs=p["train_epochs"], lr=2e-3, weight_decay=1e-4, seed=SEED), progress=False)  # fmt: skip
+    t_train = time.perf_counter() - t0
+    model.eval()
+    test = _test_loader(data, p["test_n"])
+    fp_acc = evaluate(model, test)["accuracy"]
+    rep.row(dataset=ds, part="fp32", method="fp32", accuracy=fp_acc, seconds=t_train)
+
+    # --- Hessian analysis on held-out-from-QAT training samples (the tail of the training set)
+    hs = p["hessian_samples"]
+    hx, hy = data.x_train[-hs:], data.y_train[-hs:]
+    cfg = MixedConfig(
+        probes=p["probes"], hessian_samples=hs, hessian_batch_size=128, a_bits=8, w_observer=W_OBSERVER, seed=SEED
+    )
+    t0 = time.perf_counter()
+    analysis = analyze(model, (hx, hy), cfg, progress=False)
+    t_h = time.perf_counter() - t0
+    hinfo = analysis.hessian
+    rep.row(dataset=ds, part="hessian", method=f"{hinfo.n_probes} probes, converged={hinfo.converged}", seconds=t_h,
+            **{f"tr/n {n}": v for n, v in hinfo.mean_trace().items()})  # fmt: skip
+    calib = [data.x_train[i : i + 128] for i in range(0, 512, 128)]
+
+    for b in analysis.table.bits:  # uniform PTQ points for the Pareto plot
+        up = analysis.uniform(b)
+        m = copy.deepcopy(model)
+        up.apply(m, calib)
+        acc = evaluate(m, test)["accuracy"]
+        rep.row(dataset=ds, part="uniform-ptq", method=f"W{b}A8", size_bytes=up.size_bytes, ptq_accuracy=acc)
+
+    for bits in BUDGET_BITS:
+        budget = analysis.uniform_cost("size_bytes", bits)
+        plans = [("hessian", analysis.allocate({"size_bytes": budget})), (f"uniform-{bits}", analysis.uniform(bits))]
+        plans += [(f"random-{i}", rp) for i, rp in enumerate(analysis.random(budget, p["n_random"], seed=SEED + bits))]
+        res = {}
+        for label, plan in plans:
+            r = _evaluate_plan(model, plan, calib, data, p, ptq=not label.startswith("random"))
+            res[label] = r
+            rep.row(dataset=ds, part=f"budget W{bits}", method=label, size_bytes=plan.size_bytes,
+                    bits="/".join(str(v) for v in plan.layer_bits.values()), omega=plan.omega,
+                    ptq_accuracy=r.get("ptq_accuracy", ""), qat_accuracy=r["qat_accuracy"])  # fmt: skip
+        mp = res["hessian"]["qat_accuracy"]
+        uni = res[f"uniform-{bits}"]["qat_accuracy"]
+        rnd = float(np.mean([res[k]["qat_accuracy"] for k in res if k.startswith("random")]))
+        rep.goal(f"{ds} @ size of uniform W{bits}A8: Hessian MP − uniform, QAT accuracy (points)",
+                 100 * (mp - uni), "> 0", mp > uni)  # fmt: skip
+        rep.goal(f"{ds} @ size of uniform W{bits}A8: Hessian MP − mean of {p['n_random']} random plans (points)",
+                 100 * (mp - rnd), "> 0", mp > rnd)  # fmt: skip
+
+    # --- ZeroQ: W8A8 PTQ calibrated on distilled data vs on real data (same count)
+    t0 = time.perf_counter()
+    zq = distill_data(model, tuple(data.x_train.shape[1:]),
+                      ZeroQConfig(n_samples=p["zeroq_samples"], iters=p["zeroq_iters"], seed=SEED), progress=False)  # fmt: skip
+    t_zq = time.perf_counter() - t0
+    accs = {}
+    for label, batches in (("data", [data.x_train[: p["zeroq_samples"]]]), ("zeroq", [zq])):
+        m = copy.deepcopy(model)
+        quantize_(m, QuantConfig(w_bits=8, a_bits=8))
+        calibrate(m, batches)
+        accs[label] = evaluate(m, test)["accuracy"]
+        rep.row(dataset=ds, part="w8a8-ptq", method=f"calibrated on {label}", ptq_accuracy=accs[label],
+                seconds=t_zq if label == "zeroq" else 0.0)  # fmt: skip
+    gap = 100 * abs(accs["zeroq"] - accs["data"])
+    rep.goal(f"{ds}: |ZeroQ-calibrated − data-calibrated| W8A8 PTQ accuracy (points)", gap, "<= 0.5", gap <= 0.5)
+    if ds == "mnist":
+        _pyhessian_compare(model, data, p, rep, ds)
+
+
+def _panels(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per-dataset plot data rebuilt from the result rows (so ``--replot`` needs only the JSON)."""
+    out: dict[str, dict[str, Any]] = {}
+    for r in rows:
+        ds, part = r.get("dataset"), r.get("part", "")
+        if ds is None:
+            continue
+        pnl = out.setdefault(ds, {"dataset": ds, "fp32": None, "uniform_ptq": [], "points": []})
+        if part == "fp32":
+            pnl["fp32"] = r["accuracy"]
+        elif part == "uniform-ptq":
+            pnl["uniform_ptq"].append((r["size_bytes"], r["ptq_accuracy"], int(r["method"][1:].split("A")[0])))
+        elif part.startswith("budget W"):
+            ptq = r.get("ptq_accuracy")
+            pnl["points"].append({"budget": int(part[len("budget W"):]), "method": r["method"].split("-")[0],
+                                  "size": r["size_bytes"], "acc": r["qat_accuracy"],
+                                  "ptq": ptq if isinstance(ptq, float) else None})  # fmt: skip
+    return list(out.values())
+
+
+def _plot(panels: list[dict[str, Any]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.6 * len(panels), 4.2), squeeze=False)
+    for ax, pnl in zip(axes[0], panels):
+        u = sorted(pnl["uniform_ptq"])
+        ax.plot([s / 1e3 for s, _, _ in u], [100 * a for _, a, _ in u], "s--", color="tab:gray", label="uniform, PTQ")
+        for s, a, b in u:
+            ax.annotate(f"W{b}", (s / 1e3, 100 * a), textcoords="offset points", xytext=(4, -10), fontsize=8)
+        style = {"uniform": ("s", "black", "uniform + QAT"), "hessian": ("o", "tab:red", "Hessian MP + QAT"),
+                 "random": ("x", "tab:blue", "random plans + QAT")}  # fmt: skip
+        for method, (mk, col, lab) in style.items():
+            pts = [q for q in pnl["points"] if q["method"] == method]
+            ax.plot([q["size"] / 1e3 for q in pts], [100 * q["acc"] for q in pts], mk, color=col, label=lab,
+                    ms=7 if method != "random" else 6, ls="-" if method == "hessian" else "none")  # fmt: skip
+        mp = [q for q in pnl["points"] if q["method"] == "hessian"]
+        ax.plot([q["size"] / 1e3 for q in mp], [100 * q["ptq"] for q in mp], "o", mfc="none", color="tab:red",
+                ms=7, label="Hessian MP, PTQ")  # fmt: skip
+        ax.axhline(100 * pnl["fp32"], color="tab:green", lw=1, ls=":", label="fp32")
+        lo = min(100 * v for q in pnl["points"] for v in (q["acc"], q["ptq"]) if v is not None)
+        ax.set_ylim(max(lo - 1, 100 * min(a for _, a, _ in u) - 1), 100 * pnl["fp32"] + 0.6)
+        ax.set_title(f"{pnl['dataset']}, vgg_small, A8")
+        ax.set_xlabel("weight size of Linear/Conv layers (kB)")
+        ax.set_ylabel("test accuracy (%)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    tmp.replace(path)
+    print(f"wrote {path}")
+
+
+def _print(rep: _bench.Report) -> None:
+    """One table per part (rows of a part share their columns), then the goals."""
+    from cimkit.report.summary import format_table
+
+    parts: dict[str, list[dict[str, Any]]] = {}
+    for r in rep.rows:
+        parts.setdefault(r.get("part", ""), []).append(r)
+    fmt = lambda v: f"{v:.4g}" if isinstance(v, float) else str(v)  # noqa: E731
+    for part, rows in parts.items():
+        keys: list[str] = []
+        for r in rows:
+            keys += [k for k in r if k not in keys and k != "part"]
+        print(f"== {part}")
+        print(format_table(keys, [[fmt(r.get(k, "")) for k in keys] for r in rows]) + "\n")
+    for g in rep.goals:
+        print(f"[{'met' if g['met'] else 'NOT MET'}] {g['what']}: {fmt(g['measured'])} (goal {g['goal']})")
+
+
+def main() -> None:
+    ap = _bench.parser("mixed_precision", __doc__)
+    ap.add_argument("--plot", type=Path, default=None,
+                    help="Pareto plot PNG (default docs/img/mixed_precision.png on a full run, none with --quick)")  # fmt: skip
+    ap.add_argument("--datasets", default=",".join(DATASETS), help="comma-separated (default mnist,fashion-mnist)")
+    ap.add_argument("--replot", type=Path, default=None, help="only redraw --plot from a results JSON")
+    args = ap.parse_args()
+    if args.replot is not None:
+        import json
+
+        rows = json.loads(args.replot.read_text())["rows"]
+        _plot(_panels(rows), args.plot or _bench.ROOT / "docs" / "img" / "mixed_precision.png")
+        return
+    _bench.setup_threads(args.threads)
+    p = QUICK if args.quick else FULL
+    rep = _bench.Report("mixed_precision", args.quick)
+    t0 = time.perf_counter()
+    for ds in args.datasets.split(","):
+        run_dataset(ds, p, rep, args)
+    rep.row(part="total", seconds=time.perf_counter() - t0)
+    _print(rep)
+    rep.write(args.out)
+    plot = args.plot or (None if args.quick else _bench.ROOT / "docs" / "img" / "mixed_precision.png")
+    if plot is not None:
+        _plot(_panels(rep.rows), plot)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,363 @@
+"""One call from a trained model to a per-layer bit plan: Hessian → Ω table → ILP (HAWQ-V2/V3).
+
+``mixed_precision(model, data, budget=...)`` runs :func:`analyze` (Hutchinson traces, per-layer
+costs, Ω) then :meth:`Analysis.allocate` (the ILP under the budgets) and returns a :class:`BitPlan`;
+with ``apply=True`` the model is quantized with it (and calibrated), with ``qat=TrainConfig(...)``
+it is then fine-tuned. Without data (``data=None``) the Hessian is taken on ZeroQ distilled inputs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from cimkit.config import Config, check_choice, check_range
+from cimkit.errors import ConfigError, DataError, unknown
+from cimkit.mixed._common import as_batches, log
+from cimkit.mixed.allocate import ParetoPoint, pareto_frontier, random_plans, solve_ilp
+from cimkit.mixed.hessian import HessianInfo, hessian_trace
+from cimkit.mixed.plan import BitPlan, plan_from_choice, uniform_choice
+from cimkit.mixed.sensitivity import SensitivityTable, TilesFn, sensitivity
+from cimkit.mixed.zeroq import ZeroQConfig, distill_data
+
+BUDGET_FIELDS = ("size_bytes", "size_uniform_bits", "bops", "bops_uniform_bits", "tiles")
+
+
+@dataclass
+class MixedConfig(Config):
+    """Mixed-precision search settings (flat; budgets left ``None`` do not constrain).
+
+    ``w_observer``: weight range estimator of the quantizer the plan will use (``minmax``, ``mse``,
+    ``percentile``; None = min/max); Ω is computed with that same quantizer.
+    Budgets: ``size_bytes`` (weight bytes of the quantizable layers) or ``size_uniform_bits`` (the
+    size those weights have at a uniform N bits, N may be fractional); ``bops`` (bit operations per
+    sample) or ``bops_uniform_bits`` (BOPs of uniform N-bit weights with ``a_bits`` activations);
+    ``tiles`` (crossbar tiles, from ``tile_rows``/``tile_cols``/``bits_per_cell`` or a callable).
+    ``ties``: groups of layer names sharing one bit width. ``fixed``: layer name -> bits it must get.
+    Hessian: at most ``probes`` Rademacher probes (stop on relative change < ``tol``) on
+    ``hessian_samples`` samples (``hessian_blockwise``: one block product per layer and probe,
+    lower variance for small layers at L× the cost). ``data_free``: compute the Hessian on ZeroQ distilled data.
+    """
+
+    bits: list[int] = field(default_factory=lambda: [2, 3, 4, 6, 8])
+    a_bits: int | None = 8
+    per_channel: bool = True
+    w_symmetric: bool = True
+    w_observer: str | None = None
+    size_bytes: float | None = None
+    size_uniform_bits: float | None = None
+    bops: float | None = None
+    bops_uniform_bits: float | None = None
+    tiles: float | None = None
+    tile_rows: int = 256
+    tile_cols: int = 256
+    bits_per_cell: int = 1
+    ties: list[list[str]] = field(default_factory=list)
+    fixed: dict[str, int] = field(default_factory=dict)
+    probes: int = 100
+    min_probes: int = 10
+    tol: float = 1e-3
+    hessian_samples: int = 512
+    hessian_batch_size: int = 128
+    hessian_blockwise: bool = False
+    data_free: bool = False
+    zeroq_samples: int = 256
+    zeroq_iters: int = 500
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not self.bits:
+            raise ConfigError("bits: at least one candidate bit width is needed")
+        for b in self.bits:
+            check_range("bits", b, 1, 16)
+        if len(set(self.bits)) != len(self.bits):
+            raise ConfigError(f"bits: candidates must be distinct, got {self.bits}")
+        self.bits = sorted(self.bits)
+        if self.w_observer is not None:
+            check_choice("w_observer", self.w_observer, ("minmax", "percentile", "mse"))
+        if self.a_bits is not None:
+            check_range("a_bits", self.a_bits, 2, 16)
+        for name in BUDGET_FIELDS:
+            v = getattr(self, name)
+            if v is not None:
+                check_range(name, v, 0.0, lo_open=True)
+        check_range("tile_rows", self.tile_rows, 1)
+        check_range("tile_cols", self.tile_cols, 1)
+        check_range("bits_per_cell", self.bits_per_cell, 1)
+        for name, b in self.fixed.items():
+            if b not in self.bits:
+                raise ConfigError(f"fixed.{name}: {b} is not a candidate; allowed: {self.bits}")
+        check_range("probes", self.probes, 1)
+        check_range("min_probes", self.min_probes, 1)
+        check_range("tol", self.tol, 0.0, lo_open=True)
+        check_range("hessian_samples", self.hessian_samples, 1)
+        check_range("hessian_batch_size", self.hessian_batch_size, 1)
+        check_range("zeroq_samples", self.zeroq_samples, 1)
+        check_range("zeroq_iters", self.zeroq_iters, 0)
+
+    def budgets(self) -> dict[str, float]:
+        """The budget fields that are set."""
+        return {k: getattr(self, k) for k in BUDGET_FIELDS if getattr(self, k) is not None}
+
+
+def _budget_dict(budget: Any) -> dict[str, float]:
+    """``budget`` as {field: value}: a number means weight bytes; a dict/Config names fields."""
+    if budget is None:
+        return {}
+    if isinstance(budget, bool):
+        raise ConfigError(f"budget: expected bytes or a table of budgets, got {budget!r}")
+    if isinstance(budget, (int, float)):
+        check_range("budget", budget, 0.0, lo_open=True)
+        return {"size_bytes": float(budget)}
+    if isinstance(budget, Config):
+        budget = budget.to_dict()
+    if not isinstance(budget, dict):
+        raise ConfigError(f"budget: expected bytes or a table of budgets, got {type(budget).__name__}")
+    out = {}
+    for k, v in budget.items():
+        if k not in BUDGET_FIELDS:
+            raise unknown("budget", k, BUDGET_FIELDS)
+        if v is not None:
+            check_range(f"budget.{k}", v, 0.0, lo_open=True)
+            out[k] = float(v)
+    return out
+
+
+@dataclass
+class Analysis:
+    """The Hessian, the Ω table and the cost tables of one model; allocate plans from it."""
+
+    hessian: HessianInfo
+    table: SensitivityTable
+    a_bits: int | None
+    costs: dict[str, np.ndarray]  # name -> (L, B): size_bytes, bops, tiles
+    cfg: MixedConfig
+
+    @property
+    def names(self) -> list[str]:
+        return self.table.names
+
+    def uniform_cost(self, what: str, bits: float) -> float:
+        """Total ``size_bytes`` or ``bops`` when every layer has ``bits`` (fractional allowed)."""
+        if what == "size_bytes":
+            return float(sum(layer.params for layer in self.table.layers) * bits / 8.0)
+        if what == "bops":
+            return float(sum(layer.macs for layer in self.table.layers) * bits * float(self.a_bits or 32))
+        raise unknown("uniform cost", what, ("size_bytes", "bops"))
+
+    def resolve_budgets(self, budget: Any = None) -> dict[str, float]:
+        """Constraints {cost name: bound} from ``budget`` (or the config's budget fields)."""
+        b = _budget_dict(budget) if budget is not None else self.cfg.budgets()
+        out: dict[str, float] = {}
+
+        def put(k: str, v: float) -> None:
+            out[k] = min(out.get(k, np.inf), v)
+
+        for k, v in b.items():
+            if k == "size_uniform_bits":
+                put("size_bytes", self.uniform_cost("size_bytes", v))
+            elif k == "bops_uniform_bits":
+                put("bops", self.uniform_cost("bops", v))
+            else:
+                put(k, v)
+        return out
+
+    def _ties(self, ties: Sequence[Sequence[str]] | None) -> list[list[int]]:
+        idx = {n: i for i, n in enumerate(self.names)}
+        out = []
+        for group in ties if ties is not None else self.cfg.ties:
+            g = []
+            for n in group:
+                if n not in idx:
+                    raise unknown("layer in ties", n, idx)
+                g.append(idx[n])
+            out.append(g)
+        return out
+
+    def _allowed(self, fixed: dict[str, int] | None) -> np.ndarray | None:
+        fixed = self.cfg.fixed if fixed is None else fixed
+        if not fixed:
+            return None
+        mask = np.ones((len(self.names), len(self.table.bits)), dtype=bool)
+        for n, b in fixed.items():
+            if n not in self.names:
+                raise unknown("layer in fixed", n, self.names)
+            if b not in self.table.bits:
+                raise ConfigError(f"fixed.{n}: {b} is not a candidate; allowed: {self.table.bits}")
+            i = self.names.index(n)
+            mask[i] = False
+            mask[i, self.table.bits.index(b)] = True
+        return mask
+
+    def plan(self, choice: np.ndarray | Sequence[int], method: str, budget: dict[str, float] | None = None) -> BitPlan:
+        """A :class:`BitPlan` from candidate indices."""
+        return plan_from_choice(
+            self.table, np.asarray(choice), a_bits=self.a_bits, method=method, budget=budget, tiles=self.costs["tiles"]
+        )
+
+    def allocate(
+        self,
+        budget: Any = None,
+        *,
+        ties: Sequence[Sequence[str]] | None = None,
+        fixed: dict[str, int] | None = None,
+    ) -> BitPlan:
+        """Minimum-Ω plan under the budgets (HAWQ-V3 ILP). ``budget``: bytes, or a dict of
+        :data:`BUDGET_FIELDS`; None uses the config's budget fields (no budget: all layers get the
+        most bits)."""
+        budgets = self.resolve_budgets(budget)
+        choice = solve_ilp(self.table.omega, self.costs, budgets, ties=self._ties(ties), allowed=self._allowed(fixed))
+        plan = self.plan(choice, "hessian-ilp", budgets)
+        log.info("mixed precision: %s", plan)
+        return plan
+
+    def uniform(self, bits: int) -> BitPlan:
+        """Every layer at ``bits`` (a candidate)."""
+        return self.plan(uniform_choice(self.table, bits), f"uniform-{bits}")
+
+    def random(self, size_bytes: float, n: int, *, seed: int = 0, min_fraction: float = 0.95) -> list[BitPlan]:
+        """``n`` random plans with weight size in [min_fraction·size_bytes, size_bytes]."""
+        ch = random_plans(
+            self.costs["size_bytes"], size_bytes, n, seed=seed, min_fraction=min_fraction, ties=self._ties(None)
+        )
+        return [self.plan(c, "random", {"size_bytes": size_bytes}) for c in ch]
+
+    def pareto(self, cost: str = "size_bytes", max_points: int | None = 2000) -> list[ParetoPoint]:
+        """The exact (ΣΩ, Σcost) Pareto frontier (HAWQ-V2), cheapest first."""
+        if cost not in self.costs:
+            raise unknown("cost", cost, self.costs)
+        return pareto_frontier(self.table.omega, self.costs[cost], ties=self._ties(None), max_points=max_points)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"hessian": self.hessian.to_dict(), "table": self.table.to_dict()}
+
+
+def _example_and_data(
+    model: nn.Module, data: Any, cfg: MixedConfig, input_shape: Sequence[int] | None, device: Any, progress: bool
+) -> tuple[Any, torch.Tensor]:
+    """The data the Hessian uses (real or distilled) and an example input for layer shapes."""
+    if data is None or cfg.data_free:
+        if input_shape is None:
+            if data is None:
+                raise DataError("no data: pass data, or input_shape=(C, H, W) to use ZeroQ distilled data")
+            first = as_batches(model, data, batch_size=1, max_samples=1, device=device)[0][0]
+            input_shape = tuple(first.shape[1:])
+        zq = ZeroQConfig(n_samples=min(cfg.zeroq_samples, cfg.hessian_samples), iters=cfg.zeroq_iters, seed=cfg.seed)
+        x = distill_data(model, tuple(input_shape), zq, device=device, progress=progress)
+        return x, x[:1]
+    batches = as_batches(model, data, batch_size=cfg.hessian_batch_size, max_samples=cfg.hessian_samples, device=device)
+    return batches, batches[0][0][:1]
+
+
+def _calib_inputs(
+    model: nn.Module, data: Any, cfg: MixedConfig, input_shape: Sequence[int] | None, device: Any, progress: bool
+) -> list[torch.Tensor]:
+    """Activation-calibration inputs: batches of ``data``, or ZeroQ distilled data without it."""
+    if data is not None:
+        batches = as_batches(
+            model, data, batch_size=cfg.hessian_batch_size, max_samples=cfg.hessian_samples, device=device
+        )
+        return [x for x, _ in batches]
+    if input_shape is None:
+        raise DataError("no data: pass data, or input_shape=(C, H, W) to use ZeroQ distilled data")
+    zq = ZeroQConfig(n_samples=cfg.zeroq_samples, iters=cfg.zeroq_iters, seed=cfg.seed)
+    return [distill_data(model, tuple(input_shape), zq, device=device, progress=progress)]
+
+
+def analyze(
+    model: nn.Module,
+    data: Any = None,
+    cfg: MixedConfig | None = None,
+    *,
+    layers: Sequence[str] | None = None,
+    input_shape: Sequence[int] | None = None,
+    tiles: TilesFn | None = None,
+    hessian: HessianInfo | None = None,
+    device: torch.device | str = "cpu",
+    progress: bool = True,
+) -> Analysis:
+    """Hessian traces, Ω table and cost tables for ``model`` (see :func:`mixed_precision`)."""
+    cfg = cfg or MixedConfig()
+    hdata, example = _example_and_data(model, data, cfg, input_shape, device, progress)
+    if hessian is None:
+        hessian = hessian_trace(
+            model,
+            hdata,
+            layers=layers,
+            max_probes=cfg.probes,
+            min_probes=min(cfg.min_probes, cfg.probes),
+            tol=cfg.tol,
+            seed=cfg.seed,
+            max_samples=cfg.hessian_samples,
+            batch_size=cfg.hessian_batch_size,
+            device=device,
+            progress=progress,
+            blockwise=cfg.hessian_blockwise,
+        )
+    table = sensitivity(
+        model,
+        hessian,
+        example,
+        cfg.bits,
+        per_channel=cfg.per_channel,
+        symmetric=cfg.w_symmetric,
+        observer=cfg.w_observer,
+    )
+    costs = {
+        "size_bytes": table.size_bytes(),
+        "bops": table.bops(cfg.a_bits),
+        "tiles": table.tiles(tiles, tile_rows=cfg.tile_rows, tile_cols=cfg.tile_cols, bits_per_cell=cfg.bits_per_cell),
+    }
+    return Analysis(hessian=hessian, table=table, a_bits=cfg.a_bits, costs=costs, cfg=cfg)
+
+
+def mixed_precision(
+    model: nn.Module,
+    data: Any = None,
+    budget: Any = None,
+    *,
+    cfg: MixedConfig | None = None,
+    input_shape: Sequence[int] | None = None,
+    tiles: TilesFn | None = None,
+    apply: bool = False,
+    qat: Any = None,
+    device: torch.device | str = "cpu",
+    progress: bool = True,
+    **options: Any,
+) -> BitPlan:
+    """Choose one weight bit width per layer from Hessian sensitivity under ``budget``.
+
+    Args:
+        model: a trained model (Linear/Conv layers are the decisions).
+        data: a loader of ``(x, y)`` batches, an ``(x, y)`` tensor pair or an input tensor;
+            ``None`` uses ZeroQ distilled data (needs ``input_shape`` and BatchNorm layers).
+        budget: weight bytes (a number) or a dict of :data:`BUDGET_FIELDS`, e.g.
+            ``{"size_uniform_bits": 4, "tiles": 120}``; None: the ``cfg`` budget fields.
+        cfg: a :class:`MixedConfig`; keyword ``options`` override its fields.
+        tiles: ``tiles(layer_info, bits) -> count`` for the tile budget (default: the formula in
+            :mod:`cimkit.mixed.sensitivity`).
+        apply: quantize ``model`` in place with the plan (``cimkit.quant.quantize_``) and calibrate
+            its activations on ``data``.
+        qat: a :class:`cimkit.train.TrainConfig`: after applying, fine-tune on ``data`` (a loader).
+
+    Returns:
+        The :class:`BitPlan` (save it with ``plan.save(path)``; reuse with ``plan.apply(model)``).
+    """
+    cfg = (cfg or MixedConfig()).replace(**options) if options else (cfg or MixedConfig())
+    analysis = analyze(model, data, cfg, input_shape=input_shape, tiles=tiles, device=device, progress=progress)
+    plan = analysis.allocate(budget)
+    if apply or qat is not None:
+        calib = _calib_inputs(model, data, cfg, input_shape, device, progress)
+        plan.apply(model, calib)
+    if qat is not None:
+        from cimkit.train import fit
+
+        if data is None:
+            raise DataError("qat needs labelled data (a loader of (x, y) batches)")
+        fit(model, data, qat, device=device, progress=progress)
+    return plan

@@ -1,0 +1,287 @@
+"""The ``mixed`` experiment variant: Hessian mixed precision under a budget, PTQ then optional QAT.
+
+::
+
+    [[variants]]
+    kind = "mixed"
+    name = "mp_w3"
+    size_uniform_bits = 3      # weight budget: the size of uniform 3-bit weights
+    a_bits = 8
+    qat_epochs = 1
+    uniform_points = [2, 3, 4, 6, 8]
+
+The report shows accuracy vs weight size for every ``mixed`` variant with the uniform-precision
+points (and random plans of the same size, if asked), the Ω-vs-size Pareto frontier, and the chosen
+plan per layer.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from torch import nn
+
+from cimkit.config import check_range
+from cimkit.errors import ConfigError
+from cimkit.experiment.context import RunContext
+from cimkit.experiment.variant import VARIANTS, Variant, VariantResult
+from cimkit.mixed.api import Analysis, MixedConfig, analyze
+from cimkit.mixed.plan import BitPlan
+from cimkit.mixed.zeroq import ZeroQConfig, distill_data
+
+log = logging.getLogger("cimkit.mixed")
+
+
+@dataclass
+class MixedVariantConfig(MixedConfig):
+    """:class:`MixedConfig` fields plus how to evaluate the plan.
+
+    Without any budget field the budget is ``size_uniform_bits = 4``. ``qat_epochs`` of fine-tuning (0: PTQ only) at ``qat_lr`` with the experiment's optimizer;
+    ``calib_batches`` training batches calibrate activations (ZeroQ data when ``data_free``);
+    ``uniform_points``: uniform bit widths evaluated for comparison (PTQ, plus the same QAT when
+    ``uniform_qat``); ``random_plans``: that many random plans of the same size get the same QAT.
+    """
+
+    qat_epochs: int = 1
+    qat_lr: float = 1e-4
+    qat_kd_alpha: float = 0.0
+    calib_batches: int = 4
+    uniform_points: list[int] = field(default_factory=lambda: [2, 3, 4, 6, 8])
+    uniform_qat: bool = False
+    random_plans: int = 0
+    save_plan: bool = True
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not self.budgets():  # no budget given: the size of uniform 4-bit weights
+            self.size_uniform_bits = 4.0
+        check_range("qat_epochs", self.qat_epochs, 0)
+        check_range("qat_lr", self.qat_lr, 0.0, lo_open=True)
+        check_range("qat_kd_alpha", self.qat_kd_alpha, 0.0, 1.0)
+        check_range("calib_batches", self.calib_batches, 1)
+        check_range("random_plans", self.random_plans, 0)
+        for b in self.uniform_points:
+            if b not in self.bits:
+                raise ConfigError(f"uniform_points: {b} is not a candidate bit width; allowed: {self.bits}")
+
+    def mixed_config(self) -> MixedConfig:
+        names = set(MixedConfig.__dataclass_fields__)
+        return MixedConfig.from_dict({k: v for k, v in self.to_dict().items() if k in names})
+
+
+@VARIANTS.register("mixed", "Hessian-aware mixed precision (HAWQ-V2/V3 ILP) under a size/BOPs/tile budget, then QAT")
+class MixedVariant(Variant):
+    config_cls = MixedVariantConfig
+    cfg: MixedVariantConfig
+
+    # ------------------------------------------------------------------ run
+
+    def _calib(self, ctx: RunContext, model: nn.Module) -> list[Any]:
+        cfg = self.cfg
+        if not cfg.data_free:
+            return ctx.calib_batches(cfg.calib_batches)
+        zq = ZeroQConfig(n_samples=cfg.zeroq_samples, iters=cfg.zeroq_iters, seed=cfg.seed)
+        x = distill_data(model, tuple(ctx.data.x_train.shape[1:]), zq, device=ctx.device, progress=ctx.progress)
+        return [x]
+
+    def _evaluate_plan(self, ctx: RunContext, plan: BitPlan, calib: list[Any], tag: str, qat: bool) -> dict[str, float]:
+        cfg = self.cfg
+        model = ctx.baseline_copy()
+        plan.apply(model, calib)
+        out = {"ptq_accuracy": float(ctx.evaluate(model)["accuracy"])}
+        if qat and cfg.qat_epochs > 0:
+            tcfg = ctx.train_cfg.replace(
+                epochs=cfg.qat_epochs, lr=cfg.qat_lr, kd_alpha=cfg.qat_kd_alpha, warmup_epochs=0.0
+            )
+            teacher = ctx.baseline_copy() if cfg.qat_kd_alpha > 0 else None
+            ctx.fit(model, tcfg, teacher=teacher, tag=f"mixed-{tag}", key=plan.to_dict())
+            model.eval()
+            out["accuracy"] = float(ctx.evaluate(model)["accuracy"])
+        else:
+            out["accuracy"] = out["ptq_accuracy"]
+        return out
+
+    def run(self, ctx: RunContext) -> VariantResult:
+        cfg = self.cfg
+        model = ctx.baseline_copy()
+        t0 = time.perf_counter()
+        if cfg.data_free:
+            data = None
+        else:
+            data = []
+            for xb, yb in ctx.train_loader(cfg.hessian_batch_size, seed=ctx.seed + 11):
+                data.append((xb, yb))
+                if sum(len(b[0]) for b in data) >= cfg.hessian_samples:
+                    break
+        analysis = analyze(
+            model,
+            data,
+            cfg.mixed_config(),
+            input_shape=tuple(ctx.data.x_train.shape[1:]),
+            device=ctx.device,
+            progress=ctx.progress,
+        )
+        plan = analysis.allocate()
+        t_plan = time.perf_counter() - t0
+        if cfg.save_plan:
+            plan.save(ctx.out_dir / f"{self.name}.plan.json")
+        calib = self._calib(ctx, model)
+        res = self._evaluate_plan(ctx, plan, calib, self.name, qat=True)
+
+        uniform = []
+        for b in cfg.uniform_points:
+            up = analysis.uniform(b)
+            r = self._evaluate_plan(ctx, up, calib, f"{self.name}-u{b}", qat=cfg.uniform_qat)
+            uniform.append({"bits": b, "size_bytes": up.size_bytes, "omega": up.omega, **r})
+        randoms = []
+        if cfg.random_plans:
+            for i, rp in enumerate(analysis.random(plan.size_bytes, cfg.random_plans, seed=cfg.seed)):
+                r = self._evaluate_plan(ctx, rp, calib, f"{self.name}-r{i}", qat=True)
+                randoms.append({"size_bytes": rp.size_bytes, "omega": rp.omega, "layer_bits": rp.layer_bits, **r})
+
+        params = {layer.name: layer.params for layer in analysis.table.layers}
+        metrics: dict[str, float] = {
+            "accuracy": res["accuracy"],
+            "ptq_accuracy": res["ptq_accuracy"],
+            "size_bytes": plan.size_bytes,
+            "avg_w_bits": plan.average_bits(params),
+            "bops": plan.bops,
+            "tiles": plan.tiles,
+            "omega": plan.omega,
+            "hessian_probes": float(analysis.hessian.n_probes),
+            "plan_seconds": t_plan,
+        }
+        units = {
+            "accuracy": "fraction",
+            "ptq_accuracy": "fraction",
+            "size_bytes": "bytes",
+            "avg_w_bits": "bits",
+            "bops": "bit-ops/sample",
+            "tiles": "count",
+            "omega": "nats",
+            "hessian_probes": "count",
+            "plan_seconds": "s",
+        }
+        if randoms:
+            metrics["random_accuracy_mean"] = float(np.mean([r["accuracy"] for r in randoms]))
+            units["random_accuracy_mean"] = "fraction"
+        details = {
+            "plan": plan.to_dict(),
+            "layers": _layer_rows(analysis, plan),
+            "pareto": [{"size_bytes": p.cost, "omega": p.omega} for p in analysis.pareto(max_points=300)],
+            "uniform": uniform,
+            "random": randoms,
+            "hessian": analysis.hessian.to_dict(),
+        }
+        return VariantResult(metrics=metrics, units=units, details=details)
+
+    # ------------------------------------------------------------------ report
+
+    @classmethod
+    def report_sections(cls, records: list[dict[str, Any]]) -> list[Any]:
+        from cimkit.report import Section, table_html
+        from cimkit.report.html import have_matplotlib
+
+        if not records:
+            return []
+        sections = []
+        if have_matplotlib():
+            from cimkit.report import figure_html
+
+            sections.append(
+                Section(
+                    "Mixed precision: accuracy and Ω vs weight size",
+                    figure_html(pareto_figure(records), "mixed-precision Pareto plot"),
+                )
+            )
+        rows = [
+            [
+                r["name"],
+                ", ".join(f"{k}={v:.6g}" for k, v in r["details"]["plan"].get("budget", {}).items()),
+                f"{r['metrics']['size_bytes']:.0f}",
+                f"{r['metrics']['avg_w_bits']:.2f}",
+                f"{100 * r['metrics']['ptq_accuracy']:.2f}",
+                f"{100 * r['metrics']['accuracy']:.2f}",
+                f"{100 * r['metrics']['random_accuracy_mean']:.2f}" if "random_accuracy_mean" in r["metrics"] else "",
+            ]
+            for r in records
+        ]
+        sections.append(Section("Mixed precision: plans", table_html(
+            ["variant", "budget", "weight bytes", "avg W bits", "PTQ acc (%)", "QAT acc (%)", "random plans acc (%)"], rows
+        )))  # fmt: skip
+        for r in records:
+            lrows = [
+                [x["layer"], x["params"], x["macs"], f"{x['mean_trace']:.4g}", x["w_bits"], f"{x['omega']:.3g}"]
+                for x in r["details"]["layers"]
+            ]
+            sections.append(Section(f"Plan per layer: {r['name']}", table_html(
+                ["layer", "weights", "MACs", "Tr(H)/n", "W bits", "Ω"], lrows
+            )))  # fmt: skip
+        return sections
+
+
+def _layer_rows(analysis: Analysis, plan: BitPlan) -> list[dict[str, Any]]:
+    out = []
+    for i, layer in enumerate(analysis.table.layers):
+        b = plan.layer_bits[layer.name]
+        j = analysis.table.bits.index(b)
+        out.append({
+            "layer": layer.name, "params": layer.params, "macs": layer.macs, "w_bits": b,
+            "mean_trace": float(analysis.table.mean_trace[i]), "omega": float(analysis.table.omega[i, j]),
+            "trace_stderr": analysis.hessian.trace_stderr.get(layer.name, 0.0) / layer.params,
+        })  # fmt: skip
+    return out
+
+
+def pareto_figure(records: list[dict[str, Any]]) -> Any:
+    """Two panels: accuracy vs weight size (mixed plans, uniform points, random plans) and the
+    Ω-vs-size Pareto frontier with the same plans marked. ``records`` are results.json entries."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
+    seen_uniform: dict[int, dict[str, Any]] = {}
+    for r in records:
+        for u in r["details"].get("uniform", []):
+            seen_uniform.setdefault(u["bits"], u)
+    if seen_uniform:
+        us = [seen_uniform[b] for b in sorted(seen_uniform)]
+        ax1.plot([u["size_bytes"] / 1e3 for u in us], [100 * u["accuracy"] for u in us], "s--", color="tab:gray",
+                 label="uniform (" + ("QAT" if any("ptq_accuracy" in u and u["accuracy"] != u["ptq_accuracy"] for u in us) else "PTQ") + ")")  # fmt: skip
+        for u in us:
+            ax1.annotate(f"W{u['bits']}", (u["size_bytes"] / 1e3, 100 * u["accuracy"]), textcoords="offset points",
+                         xytext=(4, -10), fontsize=8)  # fmt: skip
+            ax2.plot(u["size_bytes"] / 1e3, u["omega"], "s", color="tab:gray")
+    rs = sorted(records, key=lambda r: r["metrics"]["size_bytes"])
+    ax1.plot([r["metrics"]["size_bytes"] / 1e3 for r in rs], [100 * r["metrics"]["accuracy"] for r in rs], "o-",
+             color="tab:red", label="Hessian mixed precision")  # fmt: skip
+    ax1.plot([r["metrics"]["size_bytes"] / 1e3 for r in rs], [100 * r["metrics"]["ptq_accuracy"] for r in rs], "o",
+             mfc="none", color="tab:red", label="mixed, before QAT")  # fmt: skip
+    rnd = [x for r in records for x in r["details"].get("random", [])]
+    if rnd:
+        ax1.plot([x["size_bytes"] / 1e3 for x in rnd], [100 * x["accuracy"] for x in rnd], "x", color="tab:blue",
+                 label="random plans, same size")  # fmt: skip
+        ax2.plot([x["size_bytes"] / 1e3 for x in rnd], [x["omega"] for x in rnd], "x", color="tab:blue")
+    front = records[0]["details"].get("pareto", [])
+    if front:
+        ax2.step([p["size_bytes"] / 1e3 for p in front], [p["omega"] for p in front], where="post", color="black",
+                 lw=1, label="Pareto frontier (ΣΩ)")  # fmt: skip
+    ax2.plot([r["metrics"]["size_bytes"] / 1e3 for r in rs], [r["metrics"]["omega"] for r in rs], "o", color="tab:red",
+             label="chosen plans")  # fmt: skip
+    ax1.set_xlabel("weight size of Linear/Conv layers (kB)")
+    ax1.set_ylabel("test accuracy (%)")
+    ax1.grid(alpha=0.3)
+    ax1.legend(fontsize=8)
+    ax2.set_xlabel("weight size of Linear/Conv layers (kB)")
+    ax2.set_ylabel("total sensitivity ΣΩ (nats, log)")
+    ax2.set_yscale("log")
+    ax2.grid(alpha=0.3)
+    ax2.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
