@@ -18,3 +18,13 @@ def test_register_list_describe_and_lookup() -> None:
         reg.get("lenet")
     with pytest.raises(ValueError, match="already registered"):
         reg.add("lenet5", 4)
+
+
+def test_top_level_verbs_resolve() -> None:
+    import cimkit
+    from cimkit.mixed import mixed_precision
+    from cimkit.quant import quantize_
+
+    assert cimkit.quantize_ is quantize_ and cimkit.mixed_precision is mixed_precision
+    with pytest.raises(AttributeError):
+        cimkit.no_such_verb  # noqa: B018
