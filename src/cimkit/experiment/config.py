@@ -10,6 +10,17 @@ from cimkit.errors import ConfigError
 from cimkit.train import TrainConfig
 
 
+# The built-in experiment's variants: one of each verb, small enough to finish in seconds on digits.
+DEFAULT_VARIANTS: tuple[dict[str, Any], ...] = (
+    {"kind": "fp32"},
+    {"kind": "ptq", "name": "W8A8 PTQ", "w_bits": 8, "a_bits": 8},
+    {"kind": "qat", "name": "W4A4 QAT", "w_bits": 4, "a_bits": 4, "lsq": True, "epochs": 3},
+    {"kind": "qat", "name": "ternary-W A8 QAT", "w_mode": "ternary_twn", "a_bits": 8, "epochs": 3},
+    {"kind": "analog", "name": "PCM", "compensation": "none", "repeats": 5},
+    {"kind": "analog", "name": "PCM + HWA + comp", "hwa": True, "hwa_epochs": 5, "repeats": 5},
+)
+
+
 @dataclass
 class VariantSpec:
     """A parsed ``[[variants]]`` entry."""
@@ -29,7 +40,9 @@ class ExperimentConfig(Config):
     """
 
     name: str = "digits_small_cnn"
-    description: str = "built-in default: a small BatchNorm CNN on scikit-learn's 8x8 digits"
+    description: str = (
+        "built-in default: a small BatchNorm CNN on scikit-learn's 8x8 digits, quantized and on PCM crossbars"
+    )
     seed: int = 0
     device: str = "cpu"
     threads: int = 0  # torch intra-op threads; 0 = leave torch's default
@@ -39,7 +52,7 @@ class ExperimentConfig(Config):
     model_args: dict[str, Any] = field(default_factory=dict)
     eval_batch_size: int = 1000
     train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=15, batch_size=64, lr=3e-3))
-    variants: list[dict[str, Any]] = field(default_factory=lambda: [{"kind": "fp32"}])
+    variants: list[dict[str, Any]] = field(default_factory=lambda: [dict(v) for v in DEFAULT_VARIANTS])
 
     def __post_init__(self) -> None:
         from cimkit.data import DATASETS

@@ -1,0 +1,120 @@
+"""Analog compute-in-memory simulation: crossbar mapping, device physics, periphery, drift, HWA training.
+
+Typical use::
+
+    from cimkit import analog
+    amodel = analog.convert(model, mapping="standard", device="pcm", keep_first=True)
+    analog.program(amodel, seed=0)        # programming noise, faults, drift draws (once)
+    analog.drift(amodel, 86400.0)         # one day after programming, with drift compensation
+    amodel.eval(); y = amodel(x)          # every forward reads with fresh read noise
+    digital = analog.to_digital(amodel)   # back to the plain model
+
+Presets: ``analog.DEVICES`` (``ideal``, ``pcm``, ``rram``, ``rram_saf``) and ``analog.MAPPINGS``
+(``ideal``, ``standard``, ``calibrated``, ``learned``, ``sliced_bitserial``, ``offset``).
+The experiment variant kind ``analog`` lives in :mod:`cimkit.analog.variants`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from cimkit.analog.convert import (
+    analog_layers,
+    calibrate,
+    convert,
+    drift,
+    program,
+    resolve_device,
+    resolve_mapping,
+    to_digital,
+)
+from cimkit.analog.devices import (
+    DEVICES,
+    DeviceConfig,
+    DeviceState,
+    DriftModel,
+    device_preset,
+    devices_at,
+    drift_exponents,
+    drift_factor,
+    ir_drop_factor,
+    program_conductance,
+    program_devices,
+    programming_noise_std,
+    quantize_levels,
+    read_noise_std,
+    relaxation_std,
+    sample_stuck_at,
+)
+from cimkit.analog.hwa import ClipKind, HWAConfig, NoiseKind, clip_hook, clip_weights, hwa_fit, set_hwa
+from cimkit.analog.layers import AnalogConv1d, AnalogConv2d, AnalogLayer, AnalogLinear
+from cimkit.analog.mapping import (
+    MAPPINGS,
+    Compensation,
+    ConvRoute,
+    MappingConfig,
+    RangeMode,
+    WeightPair,
+    WeightScaling,
+    mapping_preset,
+    slice_codes,
+    slice_coefficients,
+)
+from cimkit.analog.periphery import gaussian_noise, range_quantize
+
+
+def listings() -> dict[str, Callable[[str], list[tuple[str, str]]]]:
+    """``cimkit list`` topics of this package: device and mapping presets."""
+    return {"devices": DEVICES.describe, "mappings": MAPPINGS.describe}
+
+
+__all__ = [
+    "DEVICES",
+    "MAPPINGS",
+    "AnalogConv1d",
+    "AnalogConv2d",
+    "AnalogLayer",
+    "AnalogLinear",
+    "ClipKind",
+    "Compensation",
+    "ConvRoute",
+    "DeviceConfig",
+    "DeviceState",
+    "DriftModel",
+    "HWAConfig",
+    "MappingConfig",
+    "NoiseKind",
+    "RangeMode",
+    "WeightPair",
+    "WeightScaling",
+    "analog_layers",
+    "calibrate",
+    "clip_hook",
+    "clip_weights",
+    "convert",
+    "device_preset",
+    "devices_at",
+    "drift",
+    "drift_exponents",
+    "drift_factor",
+    "gaussian_noise",
+    "hwa_fit",
+    "ir_drop_factor",
+    "listings",
+    "mapping_preset",
+    "program",
+    "program_conductance",
+    "program_devices",
+    "programming_noise_std",
+    "quantize_levels",
+    "range_quantize",
+    "read_noise_std",
+    "relaxation_std",
+    "resolve_device",
+    "resolve_mapping",
+    "sample_stuck_at",
+    "set_hwa",
+    "slice_codes",
+    "slice_coefficients",
+    "to_digital",
+]

@@ -1,0 +1,199 @@
+"""Analog periphery primitives: symmetric range quantizers (DAC/ADC) with an STE, noise tables.
+
+The quantizer is ``q(x) = r * round(clamp(x / r, -1, 1) * L) / L`` with ``L = 2^(bits-1) - 1``
+levels per sign (so ``2^bits - 1`` levels in all, aihwkit's ``inp_res = out_res = 1/(2^bits - 2)``).
+Its gradient is the straight-through estimator inside the range (1) and 0 outside; the gradient
+with respect to a learned range ``r`` is LSQ's (Esser et al., ICLR 2020):
+``(q(x) - x) / r`` inside and ``sign(x)`` outside, scaled by ``1 / sqrt(n * L)``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+__all__ = [
+    "abs_percentile",
+    "adc_combine",
+    "bits_levels",
+    "gaussian_noise",
+    "range_quantize",
+]
+
+_TABLE_SIZE = 1 << 24  # floats in the shared Gaussian table (64 MiB)
+_TABLES: dict[tuple[str, int | None, torch.dtype], Tensor] = {}
+_TABLE_SEED = 0x5EED_C1A0
+
+
+def bits_levels(bits: int) -> int:
+    """Levels per sign of a symmetric ``bits``-bit converter: ``2^(bits-1) - 1``."""
+    return (1 << (bits - 1)) - 1
+
+
+class _RangeQuant(torch.autograd.Function):
+    """``round(clamp(x/r, -1, 1) L)`` times ``r/L`` (``out='value'``), ``1/L`` (``'normalized'``) or 1
+    (``'codes'``); STE for x, LSQ for r (value output only).
+
+    Only ``x`` and ``r`` are saved (``x`` is usually kept alive by the graph anyway); the clip mask
+    and the LSQ terms are recomputed in the backward pass.
+    """
+
+    @staticmethod
+    def forward(ctx, x: Tensor, r: Tensor, levels: int, learn_r: bool, out: str, clip: bool):  # type: ignore[override]
+        y = x * (levels / r)
+        if clip:
+            y.clamp_(-levels, levels)
+        y.round_()
+        if out == "value":
+            y.mul_(r / levels)
+        elif out == "normalized":
+            y.mul_(1.0 / levels)
+        ctx.save_for_backward(x, r)
+        ctx.levels, ctx.learn_r, ctx.out, ctx.clip = levels, learn_r, out, clip
+        return y
+
+    @staticmethod
+    def backward(ctx, gy: Tensor):  # type: ignore[override]
+        x, r = ctx.saved_tensors
+        scale = None if ctx.out == "value" else (1.0 / r if ctx.out == "normalized" else ctx.levels / r)
+        if not ctx.clip:  # e.g. a per-sample abs-max range: nothing is ever clipped
+            gx = gy if scale is None else gy * scale
+        else:
+            rf = float(r)
+            gx = torch.ops.aten.hardtanh_backward(gy, x, -rf, rf)  # STE: 0 outside the range (one fused op)
+            if scale is not None:
+                gx.mul_(scale)
+        gr = None
+        if ctx.learn_r:
+            s = x / r
+            q = torch.round(s.clamp(-1.0, 1.0) * ctx.levels) / ctx.levels
+            dr = torch.where(s.abs() <= 1.0, q - s, torch.sign(s))
+            n_per_sample = max(x[0].numel(), 1) if x.dim() > 1 else max(x.numel(), 1)
+            gr = ((gy * dr).sum() / math.sqrt(n_per_sample * ctx.levels)).reshape(r.shape)
+        return gx, gr, None, None, None, None
+
+
+def range_quantize(
+    x: Tensor, r: Tensor, levels: int, *, learn_range: bool = False, out: str = "value", clip: bool = True
+) -> Tensor:
+    """Differentiable symmetric quantizer (STE; LSQ gradient for ``r`` when ``learn_range``).
+
+    ``r`` is a scalar tensor (or broadcastable to ``x``). ``out``: ``value`` (units of ``x``),
+    ``normalized`` (divided by ``r``) or ``codes`` (integers in ``[-levels, levels]``); only
+    ``value`` can learn ``r``. ``clip=False`` skips the clamp when ``|x| <= r`` holds by construction
+    (a per-sample abs-max range).
+    """
+    if out not in ("value", "normalized", "codes"):
+        raise ValueError(f"range_quantize: out={out!r}; allowed: value, normalized, codes")
+    if out != "value" and learn_range:
+        raise ValueError("range_quantize: a learned range needs out='value'")
+    return _RangeQuant.apply(x, r, levels, learn_range, out, clip)
+
+
+class _AdcCombine(torch.autograd.Function):
+    """``y = bias + f * codes`` with the ADC's straight-through gradient (training path).
+
+    ``codes`` are the partial sums already converted in place (see :func:`adc_combine`); the
+    gradient passes where the code is not at full scale (the top half-LSB counts as clipped).
+    """
+
+    @staticmethod
+    def forward(ctx, codes, levels, f, bias, saturated):  # type: ignore[override]
+        y = torch.addcmul(bias, codes, f) if bias is not None else codes * f
+        ctx.save_for_backward(codes, f)
+        ctx.levels, ctx.saturated = levels, saturated
+        ctx.bias_shape = bias.shape if bias is not None else None
+        return y
+
+    @staticmethod
+    def backward(ctx, gy):  # type: ignore[override]
+        codes, f = ctx.saved_tensors
+        gz = gf = gb = None
+        if ctx.needs_input_grad[0]:
+            if ctx.saturated:
+                gz = torch.ops.aten.hardtanh_backward(gy, codes, -float(ctx.levels), float(ctx.levels)).mul_(f)
+            else:  # no code at full scale: the mask is all ones
+                gz = gy * f
+        if ctx.needs_input_grad[2]:
+            gf = _sum_to(gy * codes, f.shape)
+        if ctx.bias_shape is not None and ctx.needs_input_grad[3]:
+            gb = _sum_to(gy, ctx.bias_shape)
+        return gz, None, gf, gb, None
+
+
+def _sum_to(x: Tensor, shape: torch.Size | tuple[int, ...]) -> Tensor:
+    dims = tuple(i for i, (a, b) in enumerate(zip(x.shape, shape)) if b == 1 and a != 1)
+    return x.sum(dim=dims, keepdim=True) if dims else x
+
+
+def adc_combine(z: Tensor, noise: Tensor | None, sigma: float, levels: int, f: Tensor, bias: Tensor | None) -> Tensor:
+    """Differentiable ``bias + f * round(clamp(z + sigma * noise, -levels, levels))`` for ``z`` in ADC
+    units (``f`` broadcasts over ``z``: ``(B|1, N, 1, ...)``; ``bias`` is ``(N,)``).
+
+    ``z`` must be a fresh result the caller owns (a convolution or matmul output that nothing saved
+    for backward): it is converted **in place** (through a detached alias, so no copy is made) and
+    the gradient reaches it by the straight-through estimator.
+    """
+    zd = z.detach()
+    if noise is not None:
+        zd.add_(noise, alpha=sigma)
+    zd.clamp_(-levels, levels).round_()
+    saturated = bool(torch.maximum(zd.amax(), zd.amin().neg()) >= levels)  # two passes, no allocation
+    bias_v = bias.view(1, -1, *([1] * (z.dim() - 2))) if bias is not None else None
+    return _AdcCombine.apply(z, levels, f, bias_v, saturated)
+
+
+def _table(device: torch.device, dtype: torch.dtype) -> Tensor:
+    key = (device.type, device.index, dtype)
+    tab = _TABLES.get(key)
+    if tab is None:
+        gen = torch.Generator(device=device).manual_seed(_TABLE_SEED)
+        tab = torch.randn(_TABLE_SIZE, generator=gen, device=device, dtype=dtype)
+        _TABLES[key] = tab
+    return tab
+
+
+def gaussian_noise(
+    shape: torch.Size | tuple[int, ...],
+    generator: torch.Generator | None,
+    *,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float32,
+    fast: bool = True,
+) -> Tensor:
+    """Standard-normal noise of ``shape``.
+
+    ``fast``: a contiguous window of a fixed pre-sampled N(0, 1) table at an offset drawn from
+    ``generator`` (entries within one call are distinct table entries, hence independent; the
+    offset is uniform so each entry is N(0, 1)). Calls larger than half the table, or ``fast=False``,
+    sample afresh with ``torch.randn``. The returned tensor may be a view: do not modify it in place.
+    """
+    device = torch.device(device)
+    gdev = generator.device if generator is not None else device
+    n = math.prod(shape)
+    if not fast or n > _TABLE_SIZE // 2:
+        return torch.randn(tuple(shape), generator=generator, device=gdev, dtype=dtype).to(device)
+    tab = _table(device, dtype)
+    off = int(torch.randint(0, _TABLE_SIZE - n + 1, (1,), generator=generator, device=gdev).item())
+    return tab[off : off + n].view(tuple(shape))
+
+
+def abs_percentile(samples: list[Tensor], percentile: float) -> float:
+    """The ``percentile`` (0-100] of the absolute values in ``samples`` (already subsampled)."""
+    flat = torch.cat([s.reshape(-1).float().abs() for s in samples])
+    if flat.numel() == 0:
+        return 1.0
+    k = max(1, min(flat.numel(), math.ceil(percentile / 100.0 * flat.numel())))
+    return float(flat.kthvalue(k).values.item())
+
+
+def subsample(x: Tensor, max_items: int, generator: torch.Generator | None) -> Tensor:
+    """At most ``max_items`` random entries of ``x`` (flattened, detached) for range calibration."""
+    flat = x.detach().reshape(-1)
+    if flat.numel() <= max_items:
+        return flat.clone()
+    gdev = generator.device if generator is not None else flat.device
+    idx = torch.randint(0, flat.numel(), (max_items,), generator=generator, device=gdev)
+    return flat[idx.to(flat.device)]
