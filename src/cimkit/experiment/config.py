@@ -9,13 +9,13 @@ from cimkit.config import Config, check_range
 from cimkit.errors import ConfigError
 from cimkit.train import TrainConfig
 
-
 # The built-in experiment's variants: one of each verb, small enough to finish in seconds on digits.
 DEFAULT_VARIANTS: tuple[dict[str, Any], ...] = (
     {"kind": "fp32"},
     {"kind": "ptq", "name": "W8A8 PTQ", "w_bits": 8, "a_bits": 8},
     {"kind": "qat", "name": "W4A4 QAT", "w_bits": 4, "a_bits": 4, "lsq": True, "epochs": 3},
     {"kind": "qat", "name": "ternary-W A8 QAT", "w_mode": "ternary_twn", "a_bits": 8, "epochs": 3},
+    {"kind": "mixed", "name": "Hessian MP @ W3 size", "size_uniform_bits": 3, "a_bits": 8, "qat_epochs": 3},
     {"kind": "analog", "name": "PCM", "compensation": "none", "repeats": 5},
     {"kind": "analog", "name": "PCM + HWA + comp", "hwa": True, "hwa_epochs": 5, "repeats": 5},
 )

@@ -160,7 +160,7 @@ class MixedVariant(Variant):
             "ptq_accuracy": "fraction",
             "size_bytes": "bytes",
             "avg_w_bits": "bits",
-            "bops": "bit-ops/sample",
+            "bops": "bit-op/sample",
             "tiles": "count",
             "omega": "nats",
             "hessian_probes": "count",
