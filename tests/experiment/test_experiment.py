@@ -48,7 +48,7 @@ def test_run_end_to_end_and_reuse(tmp_path: Path, capsys: pytest.CaptureFixture[
     out = capsys.readouterr().out
     assert "fp32" in out and "results.json" in out
     again = _run(tmp_path, exp, "a")
-    assert again["baseline"]["reused"] is True
+    assert again["baseline"]["reused"] is True and again["baseline"]["units"]["train_seconds"] == "s"
     assert again["variants"][0]["metrics"] == r["variants"][0]["metrics"]
 
 

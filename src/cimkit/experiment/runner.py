@@ -61,7 +61,8 @@ def run_experiment(
                    input_size=tuple(data.input_size), **cfg.model_args)  # fmt: skip
     key = config_hash(cfg.dataset, cfg.dataset_args, cfg.model, cfg.model_args, cfg.train.to_dict(), cfg.seed, shape)
     weights = cache / f"baseline-{key}.safetensors"
-    baseline: dict[str, Any] = {"key": key}
+    baseline: dict[str, Any] = {"key": key, "units": {"train_seconds": "s", "seconds_per_epoch": "s",
+                                                      "history.loss": "nats", "history.seconds": "s"}}
     if weights.is_file() and not retrain:
         meta = load_model(weights, model)
         baseline.update(reused=True, **meta)
