@@ -61,8 +61,6 @@ def _cmd_config(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    import torch
-
     from cimkit.experiment import load_experiment, run_experiment
     from cimkit.report.summary import format_table, summary_rows
 
@@ -70,7 +68,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if args.device:
         cfg = cfg.replace(device=args.device)
     if args.threads:
-        torch.set_num_threads(args.threads)
+        cfg = cfg.replace(threads=args.threads)  # the runner applies it (a flag beats the file)
     out = Path(args.out) if args.out else Path("runs") / cfg.name
     results = run_experiment(cfg, out, data_dir=args.data_dir, progress=not args.no_progress, retrain=args.retrain)
     headers, rows = summary_rows(results)

@@ -126,3 +126,14 @@ def test_config_command_prints_valid_toml(capsys: pytest.CaptureFixture[str]) ->
 def test_api_rejects_bad_device() -> None:
     with pytest.raises(ConfigError, match="device"):
         ExperimentConfig(device="tpu")
+
+
+def test_threads_flag_overrides_file(tmp_path: Path) -> None:
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        r = _run(tmp_path, _write(tmp_path, {**TINY, "threads": 1, "variants": [{"kind": "fp32"}]}), "t", "--threads", "2")
+        assert r["experiment"]["threads"] == 2 and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
