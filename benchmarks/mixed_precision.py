@@ -4,11 +4,16 @@
 
 For MNIST and Fashion-MNIST with the BatchNorm CNN ``vgg_small`` (all figures from this run):
 
-1. train the fp32 baseline; Hutchinson traces per layer (HAWQ-V2 stopping rule);
+1. train the fp32 baseline on the training set minus its last 5000 images (held out for validation);
+   Hutchinson traces per layer (HAWQ-V2 stopping rule);
 2. at the weight size of uniform 3-bit and of uniform 4-bit weights (8-bit activations): the Hessian
    ILP plan, the uniform plan and 5 random plans of the same size (cost in [0.95, 1]·budget), each
    with per-channel MSE-optimal weight ranges, calibrated on the same batches and fine-tuned with the
-   same QAT budget (80 Adam steps of 128 images at lr 1e-4, same data order and seed);
+   same QAT budget (80 Adam steps of 128 images, cosine). Protocol, fixed before its first run:
+   the QAT learning rate is tuned *for the uniform baseline* (grid 1e-5..3e-4, its validation
+   accuracy) and then used for every plan at that budget; Hessian and uniform plans are fine-tuned
+   with 3 paired seeds (same data order and dropout stream per seed), random plan i with seed i mod 3;
+   goals compare mean test accuracies and the paired standard error is printed beside them;
 3. W8A8 PTQ calibrated on ZeroQ distilled data vs on the same number of real training images;
 4. if PyHessian is importable: per-layer traces at equal probe counts (common random numbers: both
    use the same Rademacher probes) and wall time (PyHessian needs one run per layer).
@@ -35,15 +40,16 @@ from cimkit.models import create
 from cimkit.quant import QuantConfig, calibrate, quantize_
 from cimkit.train import TrainConfig, evaluate, fit
 
-FULL = dict(train_epochs=2, train_n=None, hessian_samples=384, probes=100, qat_steps=80, n_random=5,
-            test_n=None, zeroq_samples=128, zeroq_iters=200, pyh_samples=256, pyh_probes=30)  # fmt: skip
-QUICK = dict(train_epochs=1, train_n=6000, hessian_samples=128, probes=15, qat_steps=25, n_random=2,
-             test_n=2000, zeroq_samples=64, zeroq_iters=60, pyh_samples=64, pyh_probes=8)  # fmt: skip
+FULL = dict(train_epochs=2, train_n=None, val_n=5000, hessian_samples=384, probes=100, qat_steps=80, n_random=5,
+            qat_seeds=3, qat_lrs=(1e-5, 3e-5, 1e-4, 3e-4), test_n=None, zeroq_samples=128, zeroq_iters=200,
+            pyh_samples=256, pyh_probes=30)  # fmt: skip
+QUICK = dict(train_epochs=1, train_n=6000, val_n=1000, hessian_samples=128, probes=15, qat_steps=25, n_random=2,
+             qat_seeds=2, qat_lrs=(1e-4, 3e-4), test_n=2000, zeroq_samples=64, zeroq_iters=60, pyh_samples=64,
+             pyh_probes=8)  # fmt: skip
 DATASETS = ("mnist", "fashion-mnist")
 BUDGET_BITS = (3, 4)
 SEED = 0
 W_OBSERVER = "mse"  # weight ranges of every plan (MSE-optimal per channel); Ω uses the same quantizer
-QAT_LR = 1e-4  # Adam fine-tuning rate: 1/20 of the baseline's peak 2e-3, cosine to 0 over the QAT steps
 
 
 def _test_loader(data: Any, n: int | None) -> TensorLoader:
@@ -51,26 +57,50 @@ def _test_loader(data: Any, n: int | None) -> TensorLoader:
     return TensorLoader(x, y, 1000)
 
 
-def _qat(model: nn.Module, data: Any, steps: int) -> float:
-    """The same QAT budget for every plan: ``steps`` Adam steps (batch 128, cosine) on a fixed data order."""
+def _qat(model: nn.Module, data: Any, steps: int, lr: float, seed: int) -> float:
+    """The same QAT budget for every plan: ``steps`` Adam steps (batch 128, cosine to 0) on the head of the
+    training set; ``seed`` fixes the data order and the dropout stream (paired across plans)."""
     n = steps * 128
-    loader = TensorLoader(data.x_train[:n], data.y_train[:n], 128, shuffle=True, seed=SEED + 1)
-    torch.manual_seed(SEED)  # same dropout stream for every plan
+    loader = TensorLoader(data.x_train[:n], data.y_train[:n], 128, shuffle=True, seed=SEED + 1 + 1000 * seed)
+    torch.manual_seed(SEED + seed)
     t0 = time.perf_counter()
-    fit(model, loader, TrainConfig(epochs=1, lr=QAT_LR, batch_size=128, seed=SEED), progress=False)
+    fit(model, loader, TrainConfig(epochs=1, lr=lr, batch_size=128, seed=SEED + seed), progress=False)
     return time.perf_counter() - t0
 
 
-def _evaluate_plan(
-    base: nn.Module, plan: BitPlan, calib: list[torch.Tensor], data: Any, p: dict, ptq: bool = True
-) -> dict[str, float]:
+def _finetuned(
+    base: nn.Module, plan: BitPlan, calib: list[torch.Tensor], data: Any, p: dict, lr: float, seed: int
+) -> nn.Module:
     model = copy.deepcopy(base)
     plan.apply(model, calib)
+    _qat(model, data, p["qat_steps"], lr, seed)
+    return model.eval()
+
+
+def _tune_lr(base: nn.Module, plan: BitPlan, calib: list[torch.Tensor], data: Any, p: dict, val: TensorLoader,
+             rep: _bench.Report, ds: str, bits: int) -> float:  # fmt: skip
+    """The QAT learning rate that maximizes the *uniform* plan's validation accuracy (seed 0)."""
+    best_lr, best = p["qat_lrs"][0], -1.0
+    for lr in p["qat_lrs"]:
+        acc = evaluate(_finetuned(base, plan, calib, data, p, lr, 0), val)["accuracy"]
+        rep.row(dataset=ds, part=f"qat-lr W{bits}", method=f"uniform-{bits}", lr=lr, val_accuracy=acc)
+        if acc > best:
+            best_lr, best = lr, acc
+    return best_lr
+
+
+def _plan_accuracy(
+    base: nn.Module, plan: BitPlan, calib: list[torch.Tensor], data: Any, p: dict, lr: float, seeds: list[int],
+    ptq: bool = True,
+) -> dict[str, Any]:  # fmt: skip
     test = _test_loader(data, p["test_n"])
-    out = {"ptq_accuracy": evaluate(model, test)["accuracy"]} if ptq else {}
-    out["qat_seconds"] = _qat(model, data, p["qat_steps"])
-    model.eval()
-    out["qat_accuracy"] = evaluate(model, test)["accuracy"]
+    out: dict[str, Any] = {}
+    if ptq:
+        model = copy.deepcopy(base)
+        plan.apply(model, calib)
+        out["ptq_accuracy"] = evaluate(model, test)["accuracy"]
+    out["qat_per_seed"] = [evaluate(_finetuned(base, plan, calib, data, p, lr, s), test)["accuracy"] for s in seeds]
+    out["qat_accuracy"] = float(np.mean(out["qat_per_seed"]))
     return out
 
 
@@ -148,11 +178,9 @@ def run_dataset(ds: str, p: dict, rep: _bench.Report, args: Any) -> None:
     torch.manual_seed(SEED)
     model = create("vgg_small", in_channels=data.in_channels, num_classes=data.num_classes,
                    input_size=tuple(data.input_size))  # fmt: skip
-    xt, yt = (
-        (data.x_train, data.y_train)
-        if p["train_n"] is None
-        else (data.x_train[: p["train_n"]], data.y_train[: p["train_n"]])
-    )
+    n_fit = len(data.x_train) - p["val_n"] if p["train_n"] is None else p["train_n"]
+    xt, yt = data.x_train[:n_fit], data.y_train[:n_fit]
+    val = TensorLoader(data.x_train[-p["val_n"] :], data.y_train[-p["val_n"] :], 1000)  # never trained on
     t0 = time.perf_counter()
     fit(model, TensorLoader(xt, yt, 128, shuffle=True, seed=SEED),
         TrainConfig(epochs=p["train_epochs"], lr=2e-3, weight_decay=1e-4, seed=SEED), progress=False)  # fmt: skip
@@ -162,9 +190,9 @@ def run_dataset(ds: str, p: dict, rep: _bench.Report, args: Any) -> None:
     fp_acc = evaluate(model, test)["accuracy"]
     rep.row(dataset=ds, part="fp32", method="fp32", accuracy=fp_acc, seconds=t_train)
 
-    # --- Hessian analysis on held-out-from-QAT training samples (the tail of the training set)
+    # --- Hessian analysis on training samples outside the QAT data (just before the validation split)
     hs = p["hessian_samples"]
-    hx, hy = data.x_train[-hs:], data.y_train[-hs:]
+    hx, hy = xt[-hs:], yt[-hs:]
     cfg = MixedConfig(
         probes=p["probes"], hessian_samples=hs, hessian_batch_size=128, a_bits=8, w_observer=W_OBSERVER, seed=SEED
     )
@@ -187,20 +215,29 @@ def run_dataset(ds: str, p: dict, rep: _bench.Report, args: Any) -> None:
         budget = analysis.uniform_cost("size_bytes", bits)
         plans = [("hessian", analysis.allocate({"size_bytes": budget})), (f"uniform-{bits}", analysis.uniform(bits))]
         plans += [(f"random-{i}", rp) for i, rp in enumerate(analysis.random(budget, p["n_random"], seed=SEED + bits))]
+        lr = _tune_lr(model, plans[1][1], calib, data, p, val, rep, ds, bits)
+        seeds = list(range(p["qat_seeds"]))
         res = {}
         for label, plan in plans:
-            r = _evaluate_plan(model, plan, calib, data, p, ptq=not label.startswith("random"))
+            rnd_i = int(label.split("-")[1]) if label.startswith("random") else None
+            run_seeds = seeds if rnd_i is None else [rnd_i % len(seeds)]
+            r = _plan_accuracy(model, plan, calib, data, p, lr, run_seeds, ptq=rnd_i is None)
             res[label] = r
             rep.row(dataset=ds, part=f"budget W{bits}", method=label, size_bytes=plan.size_bytes,
                     bits="/".join(str(v) for v in plan.layer_bits.values()), omega=plan.omega,
-                    ptq_accuracy=r.get("ptq_accuracy", ""), qat_accuracy=r["qat_accuracy"])  # fmt: skip
-        mp = res["hessian"]["qat_accuracy"]
-        uni = res[f"uniform-{bits}"]["qat_accuracy"]
+                    ptq_accuracy=r.get("ptq_accuracy", ""), qat_lr=lr, qat_seeds=run_seeds,
+                    qat_per_seed=r["qat_per_seed"], qat_accuracy=r["qat_accuracy"])  # fmt: skip
+        mp = np.array(res["hessian"]["qat_per_seed"])
+        uni = np.array(res[f"uniform-{bits}"]["qat_per_seed"])
         rnd = float(np.mean([res[k]["qat_accuracy"] for k in res if k.startswith("random")]))
-        rep.goal(f"{ds} @ size of uniform W{bits}A8: Hessian MP − uniform, QAT accuracy (points)",
-                 100 * (mp - uni), "> 0", mp > uni)  # fmt: skip
-        rep.goal(f"{ds} @ size of uniform W{bits}A8: Hessian MP − mean of {p['n_random']} random plans (points)",
-                 100 * (mp - rnd), "> 0", mp > rnd)  # fmt: skip
+        d = 100 * (mp - uni)  # paired by seed
+        se = float(np.std(d, ddof=1) / np.sqrt(len(d))) if len(d) > 1 else float("nan")
+        rep.row(dataset=ds, part="goal-detail", method=f"W{bits}", hessian_minus_uniform=float(d.mean()),
+                paired_se=se, hessian_minus_random=100 * (mp.mean() - rnd), seeds=len(d))  # fmt: skip
+        rep.goal(f"{ds} @ size of uniform W{bits}A8: Hessian MP − uniform, mean QAT accuracy over {len(d)} seeds "
+                 f"(points; paired s.e. {se:.3f})", float(d.mean()), "> 0", d.mean() > 0)  # fmt: skip
+        rep.goal(f"{ds} @ size of uniform W{bits}A8: Hessian MP (mean of {len(d)} seeds) − mean of "
+                 f"{p['n_random']} random plans (points)", 100 * (mp.mean() - rnd), "> 0", mp.mean() > rnd)  # fmt: skip
 
     # --- ZeroQ: W8A8 PTQ calibrated on distilled data vs on real data (same count)
     t0 = time.perf_counter()
@@ -253,7 +290,8 @@ def _plot(panels: list[dict[str, Any]], path: Path) -> None:
         ax.plot([s / 1e3 for s, _, _ in u], [100 * a for _, a, _ in u], "s--", color="tab:gray", label="uniform, PTQ")
         for s, a, b in u:
             ax.annotate(f"W{b}", (s / 1e3, 100 * a), textcoords="offset points", xytext=(4, -10), fontsize=8)
-        style = {"uniform": ("s", "black", "uniform + QAT"), "hessian": ("o", "tab:red", "Hessian MP + QAT"),
+        style = {"uniform": ("s", "black", "uniform + QAT (seed mean)"),
+                 "hessian": ("o", "tab:red", "Hessian MP + QAT (seed mean)"),
                  "random": ("x", "tab:blue", "random plans + QAT")}  # fmt: skip
         for method, (mk, col, lab) in style.items():
             pts = [q for q in pnl["points"] if q["method"] == method]
