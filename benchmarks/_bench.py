@@ -17,7 +17,8 @@ DEFAULT_DATA = Path(os.environ.get("CIMKIT_DATA", ROOT.parent / "shared" / "data
 def parser(name: str, doc: str | None) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=f"benchmarks/{name}.py", description=doc)
     p.add_argument("--quick", action="store_true", help="small smoke run (figures not comparable)")
-    p.add_argument("--out", type=Path, default=None, help=f"JSON output (default benchmarks/results/{name}.json)")
+    p.add_argument("--out", type=Path, default=None,
+                   help=f"JSON output (default benchmarks/results/{name}.json; --quick: {name}.quick.json)")
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1: steadier on a loaded machine)")
     p.add_argument("--data-dir", type=Path, default=DEFAULT_DATA, help="dataset folder")
     return p
@@ -64,7 +65,8 @@ class Report:
     def write(self, out: Path | None) -> Path:
         from cimkit.io import atomic_write_json
 
-        path = out or RESULTS / f"{self.name}.json"
+        # a --quick run never overwrites the full run's results (quick files are git-ignored)
+        path = out or RESULTS / f"{self.name}{'.quick' if self.quick else ''}.json"
         atomic_write_json(path, {"benchmark": self.name, "quick": self.quick, "machine": self.machine,
                                  "rows": self.rows, "goals": self.goals})  # fmt: skip
         sys.stdout.write(f"\nwrote {path}\n")
