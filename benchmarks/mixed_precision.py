@@ -14,6 +14,8 @@ For MNIST and Fashion-MNIST with the BatchNorm CNN ``vgg_small`` (all figures fr
    accuracy) and then used for every plan at that budget; Hessian and uniform plans are fine-tuned
    with 3 paired seeds (same data order and dropout stream per seed), random plan i with seed i mod 3;
    goals compare mean test accuracies and the paired standard error is printed beside them;
+   For the Hessian and uniform plans also a diagnostic: PTQ with only the BatchNorm statistics re-estimated
+   on the QAT images (``cimkit.quant.reestimate_bn_``), no weight update;
 3. W8A8 PTQ calibrated on ZeroQ distilled data vs on the same number of real training images;
 4. if PyHessian is importable: per-layer traces at equal probe counts (common random numbers: both
    use the same Rademacher probes) and wall time (PyHessian needs one run per layer).
@@ -50,7 +52,7 @@ from cimkit.data import TensorLoader, load_dataset
 from cimkit.mixed import MixedConfig, ZeroQConfig, analyze, distill_data, hessian_trace
 from cimkit.mixed.plan import BitPlan
 from cimkit.models import create
-from cimkit.quant import QuantConfig, calibrate, quantize_
+from cimkit.quant import QuantConfig, calibrate, quantize_, reestimate_bn_
 from cimkit.train import TrainConfig, evaluate, fit
 
 FULL = dict(train_epochs=2, train_n=None, val_n=5000, hessian_samples=384, probes=100, qat_steps=80, n_random=5,
@@ -109,13 +111,18 @@ def _plan_accuracy(
     base: nn.Module, plan: BitPlan, calib: list[torch.Tensor], data: Any, p: dict, lr: float, seeds: list[int],
     ptq: bool = True, seed0_model: nn.Module | None = None,
 ) -> dict[str, Any]:  # fmt: skip
-    """PTQ and per-seed QAT test accuracy; ``seed0_model`` (already fine-tuned at ``lr``, seed 0) is reused."""
+    """PTQ and per-seed QAT test accuracy; ``seed0_model`` (already fine-tuned at ``lr``, seed 0) is reused.
+    With ``ptq`` also a diagnostic: the PTQ model with only its BatchNorm statistics re-estimated on the QAT
+    images (no weight update), which separates what QAT gains from BN statistics and from weight updates."""
     test = _test_loader(data, p["test_n"])
     out: dict[str, Any] = {}
     if ptq:
         model = copy.deepcopy(base)
         plan.apply(model, calib)
         out["ptq_accuracy"] = evaluate(model, test)["accuracy"]
+        n = p["qat_steps"] * 128
+        reestimate_bn_(model, [data.x_train[i : i + 128] for i in range(0, n, 128)])
+        out["bn_only_accuracy"] = evaluate(model, test)["accuracy"]
     models = (seed0_model if s == 0 and seed0_model is not None else _finetuned(base, plan, calib, data, p, lr, s)
               for s in seeds)  # fmt: skip
     out["qat_per_seed"] = [evaluate(m, test)["accuracy"] for m in models]
@@ -247,7 +254,7 @@ def run_dataset(ds: str, p: dict, rep: _bench.Report, args: Any) -> None:
             res[label] = r
             rep.row(dataset=ds, part=f"budget W{bits}", method=label, size_bytes=plan.size_bytes,
                     bits="/".join(str(v) for v in plan.layer_bits.values()), omega=plan.omega,
-                    ptq_accuracy=r.get("ptq_accuracy", ""), qat_lr=lr, qat_seeds=run_seeds,
+                    ptq_accuracy=r.get("ptq_accuracy", ""), bn_only_accuracy=r.get("bn_only_accuracy", ""), qat_lr=lr, qat_seeds=run_seeds,
                     qat_per_seed=r["qat_per_seed"], qat_accuracy=r["qat_accuracy"])  # fmt: skip
         mp = np.array(res["hessian"]["qat_per_seed"])
         uni = np.array(res[f"uniform-{bits}"]["qat_per_seed"])

@@ -27,10 +27,12 @@ from typing import Any
 from torch import nn
 
 from cimkit.config import check_range
+from cimkit.errors import ConfigError
 from cimkit.experiment.context import RunContext
 from cimkit.experiment.variant import VARIANTS, Variant, VariantResult
 from cimkit.quant.accounting import account
 from cimkit.quant.api import calibrate, convert_, quantize_
+from cimkit.quant.bn_reestimate import reestimate_bn_
 from cimkit.quant.config import QuantConfig
 from cimkit.quant.fold import fold_bn_
 
@@ -46,16 +48,21 @@ UNITS = {
 class PTQConfig(QuantConfig):
     """Post-training quantization: ``calib_batches`` training batches (``calib_batch_size``, 0 =
     the experiment's train batch size) calibrate the activation ranges; ``fold_bn`` folds
-    BatchNorm into the preceding layers first."""
+    BatchNorm into the preceding layers first. ``bn_reestimate`` (needs ``fold_bn = false``)
+    re-estimates the BatchNorm statistics of the quantized model on the same batches and then
+    recalibrates the activation ranges (:func:`cimkit.quant.reestimate_bn_`)."""
 
     calib_batches: int = 8
     calib_batch_size: int = 0
     fold_bn: bool = True
+    bn_reestimate: bool = False
 
     def __post_init__(self) -> None:
         super().__post_init__()
         check_range("calib_batches", self.calib_batches, 1)
         check_range("calib_batch_size", self.calib_batch_size, 0)
+        if self.bn_reestimate and self.fold_bn:
+            raise ConfigError("bn_reestimate = true needs fold_bn = false (folded BatchNorm has no statistics left)")
 
 
 @dataclass
@@ -85,7 +92,11 @@ def _prepare(ctx: RunContext, cfg: PTQConfig) -> tuple[nn.Module, float]:
     if cfg.fold_bn:
         fold_bn_(model)
     quantize_(model, cfg.quant_fields())
-    calibrate(model, ctx.calib_batches(cfg.calib_batches, cfg.calib_batch_size or None), seed=ctx.seed)
+    batches = ctx.calib_batches(cfg.calib_batches, cfg.calib_batch_size or None)
+    calibrate(model, batches, seed=ctx.seed)
+    if cfg.bn_reestimate:
+        reestimate_bn_(model, batches)
+        calibrate(model, batches, seed=ctx.seed)  # activation ranges after the new BN statistics
     return model, fp32_acc
 
 
