@@ -24,7 +24,7 @@ Two learning-rate rules (``--lr-rule``); everything else is identical between th
 
 * ``uniform`` (protocol 1, the default; ``results/mixed_precision.json``): as above, the lr tuned for the
   uniform plan is used by every plan at that budget. This favours the baseline.
-* ``own`` (protocol 2, written down on 2026-11-22 after protocol 1's only run and before its own first
+* ``own`` (protocol 2, written down on 2026-11-22 after protocol 1's first run and before its own first
   run; ``results/mixed_precision_own_lr.json``): every plan -- Hessian, uniform and each random plan --
   picks its QAT lr from the same grid by its *own* validation accuracy at seed 0 (ties: the lower lr), then
   is fine-tuned with it on its seeds. Equal tuning effort per method is the usual fair comparison.

@@ -95,7 +95,7 @@ def test_errors_keep_the_old_statistics() -> None:
     old = net[2].running_mean.clone()
     with pytest.raises(DataError, match="no batches"):
         reestimate_bn_(net, [])
-    with pytest.raises(DataError, match="tensor or an"):
+    with pytest.raises(DataError, match="reestimate_bn_: a batch must be a tensor or an"):
         reestimate_bn_(net, ["not a tensor"])
     torch.testing.assert_close(net[2].running_mean, old)
     assert net[2].momentum == 0.3

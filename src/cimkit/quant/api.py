@@ -96,12 +96,12 @@ def _device_of(model: nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
-def _inputs(batch: Any) -> Any:
+def _inputs(batch: Any, caller: str = "calibrate") -> Any:
     if isinstance(batch, torch.Tensor):
         return batch
     if isinstance(batch, (tuple, list)) and batch and isinstance(batch[0], torch.Tensor):
         return batch[0]
-    raise DataError(f"calibrate: a batch must be a tensor or an (x, y) pair, got {type(batch).__name__}")
+    raise DataError(f"{caller}: a batch must be a tensor or an (x, y) pair, got {type(batch).__name__}")
 
 
 @torch.no_grad()

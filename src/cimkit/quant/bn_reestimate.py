@@ -71,7 +71,7 @@ def reestimate_bn_(model: nn.Module, batches: Iterable[Any], *, max_batches: int
         for b in batches:
             if max_batches is not None and n >= max_batches:
                 break
-            model(_inputs(b).to(dev))
+            model(_inputs(b, "reestimate_bn_").to(dev))
             n += 1
         if n == 0:
             raise DataError("reestimate_bn_: no batches were given")
