@@ -107,8 +107,17 @@ def test_errors_keep_the_old_statistics() -> None:
         PTQConfig(bn_reestimate=True)
 
 
-def test_ptq_variant_with_bn_reestimation(tmp_path) -> None:
+def test_ptq_variant_with_bn_reestimation(tmp_path, monkeypatch) -> None:
     from cimkit.experiment import ExperimentConfig, run_experiment
+    from cimkit.quant import variants
+
+    calls: list[int] = []
+
+    def counting(model: nn.Module, batches, **kw):  # the real re-estimation, counted
+        calls.append(len(batches))
+        return reestimate_bn_(model, batches, **kw)
+
+    monkeypatch.setattr(variants, "reestimate_bn_", counting)
 
     cfg = ExperimentConfig.from_dict({
         "name": "bn", "dataset": "digits", "model": "small_cnn", "threads": 1,
@@ -123,3 +132,4 @@ def test_ptq_variant_with_bn_reestimation(tmp_path) -> None:
     assert set(by) == {"plain", "bn"}
     assert by["bn"]["size_bytes"] == by["plain"]["size_bytes"]  # same quantized weights, other statistics
     assert 0.0 <= by["bn"]["accuracy"] <= 1.0
+    assert calls == [8]  # only the bn_reestimate variant ran it, on its 8 calibration batches
