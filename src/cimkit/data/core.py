@@ -31,10 +31,16 @@ log = logging.getLogger("cimkit.data")
 
 
 class DataKind(str, Enum):
-    """What the samples are: images ``(N, C, H, W)`` float32 or token windows ``(N, T)`` int64."""
+    """What the samples are: images ``(N, C, H, W)`` float32, token windows ``(N, T)`` int64, or
+    coordinates ``(N, D)`` float32 of a sampled signal (implicit neural representations)."""
 
     IMAGE = "image"
     TEXT = "text"
+    COORDS = "coords"
+
+
+# the task a dataset of each kind is scored with unless its builder says otherwise
+DEFAULT_TASK = {DataKind.IMAGE: "classification", DataKind.TEXT: "next_token", DataKind.COORDS: "regression"}
 
 
 @dataclass(repr=False)
@@ -43,8 +49,13 @@ class Dataset:
 
     Images: ``x_*`` float32 ``(N, C, H, W)`` normalized per channel with the training split's
     ``mean``/``std`` (in units of the [0, 1]-scaled pixel); ``y_*`` int64 class ids.
-    Text: ``x_*`` int64 ``(N, T)`` token ids, ``y_*`` int64 ``(N,)`` the id of the next token;
-    ``vocab`` maps ids to characters; ``in_channels`` is 1 and ``input_size`` is ``(T,)``.
+    Text: ``x_*`` int64 ``(N, T)`` token ids, ``y_*`` int64 ``(N,)`` the id of the next token, or
+    ``(N, T)`` the next token of every position (``targets = "sequence"``); ``vocab`` maps ids to
+    characters; ``in_channels`` is 1 and ``input_size`` is ``(T,)``.
+    Coordinates: ``x_*`` float32 ``(N, D)``, ``y_*`` float32 ``(N, K)`` signal values.
+
+    ``task`` names the :mod:`cimkit.tasks` task the data is scored with; ``task_options`` its
+    options (e.g. ``peak`` for regression); :meth:`model_spec` is what a model factory may take.
     """
 
     name: str
@@ -61,6 +72,28 @@ class Dataset:
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
     source: str = ""
+    task: str = ""
+    task_options: dict[str, Any] = field(default_factory=dict)
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.task:
+            self.task = DEFAULT_TASK[DataKind(self.kind)]
+
+    def model_spec(self) -> dict[str, Any]:
+        """What a model factory may take from this dataset (each factory uses the keys its
+        signature names): ``in_channels``, ``num_classes``, ``input_size`` for every kind;
+        text adds ``vocab_size`` and ``block_size`` (the window length); coordinates add
+        ``in_features`` and ``out_features``."""
+        spec: dict[str, Any] = {"in_channels": self.in_channels, "num_classes": self.num_classes,
+                                "input_size": tuple(self.input_size)}  # fmt: skip
+        if self.kind == DataKind.TEXT:
+            spec["vocab_size"] = len(self.vocab) if self.vocab is not None else self.num_classes
+            spec["block_size"] = int(self.x_train.shape[1])
+        if self.kind == DataKind.COORDS:
+            spec["in_features"] = int(self.x_train.shape[-1])
+            spec["out_features"] = int(self.y_train.shape[-1]) if self.y_train.dim() > 1 else 1
+        return spec
 
     def train_loader(
         self, batch_size: int = 128, shuffle: bool = True, seed: int = 0, drop_last: bool = False, **kw: Any
@@ -108,6 +141,7 @@ class Dataset:
             "mean": None if self.mean is None else list(self.mean),
             "std": None if self.std is None else list(self.std),
             "source": self.source,
+            "task": self.task,
         }
 
     def __repr__(self) -> str:

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from cimkit.config import Config, check_range
+from cimkit.config import Config, check_choice, check_range
 from cimkit.data.core import DATASETS, DataKind, Dataset, DatasetSpec
 from cimkit.data.download import RemoteFile
 from cimkit.data.formats import encode_chars, gunzip, read_cifar10_tar, read_idx
@@ -292,13 +292,17 @@ SHAKESPEARE_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/da
 
 @dataclass
 class TextOptions(Config):
-    """Character windows: ``seq_len`` ids -> the next id; windows start every ``stride`` chars."""
+    """Character windows of ``seq_len`` ids starting every ``stride`` chars. ``targets``: ``next``
+    (y = the id after the window, shape (N,)) or ``sequence`` (y = the window shifted by one, shape
+    (N, seq_len): every position predicts its next character, as GPT-style models train)."""
 
     seq_len: int = 64
     stride: int | None = None  # None: seq_len (non-overlapping inputs)
     train_fraction: float = 0.9
+    targets: str = "next"
 
     def __post_init__(self) -> None:
+        check_choice("targets", self.targets, ("next", "sequence"))
         check_range("seq_len", self.seq_len, 1)
         if self.stride is not None:
             check_range("stride", self.stride, 1)
@@ -314,20 +318,25 @@ def _read_text(blobs: Mapping[str, bytes], where: str) -> dict[str, Any]:
     return {"vocab": vocab, "ids": torch.from_numpy(ids)}  # ids: (n_chars,) int64
 
 
-def windows(ids: torch.Tensor, seq_len: int, stride: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Token stream (L,) -> inputs (N, seq_len) and next-token targets (N,), one window per stride."""
+def windows(
+    ids: torch.Tensor, seq_len: int, stride: int, sequence: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token stream (L,) -> inputs (N, seq_len) and next-token targets, one window per stride:
+    (N,) the token after each window, or with ``sequence`` (N, seq_len) the window shifted by one."""
     if len(ids) < seq_len + 1:
-        return ids.new_zeros((0, seq_len)), ids.new_zeros((0,))
+        return ids.new_zeros((0, seq_len)), ids.new_zeros((0, seq_len) if sequence else (0,))
     w = ids.unfold(0, seq_len + 1, stride)  # (N, seq_len + 1) view
-    return w[:, :seq_len].contiguous(), w[:, seq_len].contiguous()
+    y = w[:, 1:] if sequence else w[:, seq_len]  # (N, seq_len) or (N,)
+    return w[:, :seq_len].contiguous(), y.contiguous()
 
 
 def _build_text(raw: dict[str, Any], opts: TextOptions) -> Dataset:
     ids: torch.Tensor = raw["ids"]  # (L,)
     split = int(len(ids) * opts.train_fraction)
     stride = opts.stride or opts.seq_len
-    x_train, y_train = windows(ids[:split], opts.seq_len, stride)  # (N, T), (N,)
-    x_test, y_test = windows(ids[split:], opts.seq_len, stride)  # (M, T), (M,)
+    seq = opts.targets == "sequence"
+    x_train, y_train = windows(ids[:split], opts.seq_len, stride, seq)  # (N, T), (N,) | (N, T)
+    x_test, y_test = windows(ids[split:], opts.seq_len, stride, seq)  # (M, T), (M,) | (M, T)
     if len(x_train) == 0 or len(x_test) == 0:
         raise ConfigError(
             f"dataset 'tinyshakespeare' option seq_len: {opts.seq_len} is too long for the "
@@ -360,5 +369,5 @@ register(
         homepage="https://github.com/karpathy/char-rnn",
         citation="Karpathy 2015, char-rnn (tinyshakespeare)",
     ),
-    "Shakespeare plays as characters (1.1 MB, 65 symbols): seq_len ids -> next char, 90/10 split",
+    "Shakespeare plays as characters (1.1 MB, 65 symbols): seq_len ids -> next char(s), 90/10 split",
 )

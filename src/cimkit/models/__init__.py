@@ -1,8 +1,11 @@
-"""Model registry: plain PyTorch models built from (in_channels, num_classes, input_size).
+"""Model registry: plain PyTorch models built from what a dataset describes.
 
-``create("lenet5", in_channels=1, num_classes=10, input_size=(28, 28))``;
-``list_models("res*")``. Every model uses plain ``nn.Linear`` / ``nn.Conv1d`` / ``nn.Conv2d`` /
-``nn.BatchNorm*`` leaves so that quantization and analog conversion can swap them.
+``create("lenet5", in_channels=1, num_classes=10, input_size=(28, 28))`` or
+``create("char_gpt", **dataset.model_spec())``; ``list_models("res*")``. A factory takes the
+dataset-description keys its signature names (``in_channels``, ``num_classes``, ``input_size``,
+``vocab_size``, ``block_size``, ``in_features``, ``out_features``; the others are ignored) plus its
+own options. Every model uses plain ``nn.Linear`` / ``nn.Conv1d`` / ``nn.Conv2d`` / ``nn.BatchNorm*``
+leaves so that every transform can reach them.
 """
 
 from __future__ import annotations
@@ -16,7 +19,10 @@ from cimkit.errors import ConfigError
 from cimkit.models import cnn, resnet, text  # noqa: F401  (registers the models)
 from cimkit.models.registry import MODELS
 
-__all__ = ["MODELS", "create", "describe_models", "list_models", "model_input_kind"]
+__all__ = ["MODELS", "SPEC_KEYS", "create", "describe_models", "list_models", "model_input_kind"]
+
+# what a dataset may describe (cimkit.data.Dataset.model_spec); a factory takes the ones it names
+SPEC_KEYS = ("in_channels", "num_classes", "input_size", "vocab_size", "block_size", "in_features", "out_features")
 
 
 def list_models(pattern: str = "*") -> list[str]:
@@ -30,26 +36,40 @@ def describe_models(pattern: str = "*") -> list[tuple[str, str]]:
 
 
 def model_input_kind(name: str) -> str:
-    """``"image"`` or ``"text"``: the kind of dataset a model consumes."""
+    """``"image"``, ``"text"`` or ``"coords"``: the kind of dataset a model consumes."""
     return MODELS.entry(name).meta.get("inputs", "image")
 
 
-def create(
-    name: str,
-    in_channels: int = 1,
-    num_classes: int = 10,
-    input_size: tuple[int, ...] = (28, 28),
-    **kwargs: Any,
-) -> nn.Module:
-    """Build a registered model. Unknown names or keyword arguments raise ConfigError."""
+def model_options(name: str) -> list[str]:
+    """The options of model ``name`` (its factory's parameters that are not dataset-description keys)."""
+    params = inspect.signature(MODELS.get(name)).parameters
+    return [p for p, v in params.items() if p not in SPEC_KEYS and v.kind is not inspect.Parameter.VAR_KEYWORD]
+
+
+def create(name: str, **kwargs: Any) -> nn.Module:
+    """Build a registered model from dataset-description keys (see the module docstring) and options.
+
+    Unknown names or options raise :class:`~cimkit.errors.ConfigError`; so do sizes a model cannot
+    be built with (non-positive widths, a window longer than the model's context, ...).
+    """
     factory = MODELS.get(name)
     params = inspect.signature(factory).parameters
-    bad = [k for k in kwargs if k not in params]
+    options = model_options(name)
+    bad = [k for k in kwargs if k not in SPEC_KEYS and k not in params]
     if bad:
-        allowed = [p for p in params if p not in ("in_channels", "num_classes", "input_size")]
-        raise ConfigError(
-            f"model '{name}' has no option '{bad[0]}'; allowed: {', '.join(allowed) or '(none)'}"
-        )
-    if num_classes < 1 or in_channels < 1:
-        raise ConfigError(f"model '{name}': in_channels and num_classes must be >= 1")
-    return factory(in_channels=in_channels, num_classes=num_classes, input_size=tuple(input_size), **kwargs)
+        raise ConfigError(f"model '{name}' has no option '{bad[0]}'; allowed: {', '.join(options) or '(none)'}")
+    for k in ("in_channels", "num_classes", "vocab_size", "block_size", "in_features", "out_features"):
+        v = kwargs.get(k)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+            raise ConfigError(f"model '{name}': {k} = {v!r} is out of range; allowed: integers >= 1")
+    if "input_size" in kwargs:
+        kwargs["input_size"] = tuple(kwargs["input_size"])
+    use = {k: v for k, v in kwargs.items() if k in params}
+    try:
+        return factory(**use)
+    except ConfigError:
+        raise
+    except (RuntimeError, ValueError, TypeError, ZeroDivisionError) as e:  # e.g. a negative width
+        opts = {k: v for k, v in kwargs.items() if k not in SPEC_KEYS}
+        raise ConfigError(f"model '{name}' cannot be built with {opts or 'its defaults'} "
+                          f"for input {kwargs.get('input_size', '')}: {e}") from None
