@@ -130,7 +130,8 @@ def test_bit_slicing_with_ideal_adc_equals_unsliced(pair: str) -> None:
         assert _rel_err(sliced(x), unsliced(x)) < 1e-5
         # and the weights really are 8-bit: u = w / w_max (per tile and column) is a multiple of 1/255
         fc = sliced.fc
-        u = fc.to_tiles(fc.effective_weight()) / fc.weight_scale(fc.to_tiles(fc.weight)).unsqueeze(1)
+        g = fc.geometry
+        u = g.to_tiles(fc.effective_weight()) / fc.weight_scale(g.to_tiles(fc.weight)).unsqueeze(1)
         steps = u * 255
         assert torch.allclose(steps, steps.round(), atol=1e-3)
         assert not torch.allclose(fc.effective_weight(), fc.weight, atol=1e-4)
@@ -235,12 +236,14 @@ def test_calibration_sets_percentile_ranges() -> None:
     net = Net().eval()
     m = analog.convert(net, "calibrated", "ideal")
     batches = [torch.randn(8, 5, 8, 8) for _ in range(3)]
-    ranges = analog.calibrate(m, batches)
+    assert analog.calibrate(m, batches) is m
+    ranges = analog.ranges(m)
     x_all = torch.cat(batches)
     expected = float(torch.quantile(x_all.abs().flatten(), 0.9999))
     assert ranges["conv"]["dac"] == pytest.approx(expected, rel=0.02)
     assert float(m.conv.input_range) == pytest.approx(ranges["conv"]["dac"])
     assert all(v["adc"] > 0 for v in ranges.values())
+    assert ranges["conv"]["adc"] != analog.mapping_preset("calibrated").adc_range  # really calibrated
     with torch.no_grad():
         assert _rel_err(m(batches[0]), net(batches[0])) < 0.1
 

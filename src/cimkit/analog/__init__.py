@@ -7,27 +7,19 @@ Typical use::
     analog.program(amodel, seed=0)        # programming noise, faults, drift draws (once)
     analog.drift(amodel, 86400.0)         # one day after programming, with drift compensation
     amodel.eval(); y = amodel(x)          # every forward reads with fresh read noise
-    digital = analog.to_digital(amodel)   # back to the plain model
+    digital = analog.to_digital(amodel)   # back to the digital model
 
+The transform form is ``cimkit.apply_(model, analog.AnalogConfig(...))`` (in place; per-layer rules
+in ``overrides``); it stacks on quantization: the crossbars are programmed with the quantized weights.
 Presets: ``analog.DEVICES`` (``ideal``, ``pcm``, ``rram``, ``rram_saf``) and ``analog.MAPPINGS``
 (``ideal``, ``standard``, ``calibrated``, ``learned``, ``sliced_bitserial``, ``offset``).
-The experiment variant kind ``analog`` lives in :mod:`cimkit.analog.variants`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
-from cimkit.analog.convert import (
-    analog_layers,
-    calibrate,
-    convert,
-    drift,
-    program,
-    resolve_device,
-    resolve_mapping,
-    to_digital,
-)
+from cimkit.analog.calibration import calibrate, ranges
+from cimkit.analog.config import AnalogConfig, ClipKind, HWAConfig, NoiseKind, resolve_device, resolve_mapping
+from cimkit.analog.convert import convert, convert_, drift, program, to_digital
 from cimkit.analog.devices import (
     DEVICES,
     DeviceConfig,
@@ -46,8 +38,8 @@ from cimkit.analog.devices import (
     relaxation_std,
     sample_stuck_at,
 )
-from cimkit.analog.hwa import ClipKind, HWAConfig, NoiseKind, clip_hook, clip_weights, hwa_fit, set_hwa
-from cimkit.analog.layers import AnalogConv1d, AnalogConv2d, AnalogLayer, AnalogLinear
+from cimkit.analog.hwa import clip_hook, clip_weights, hwa_fit, set_hwa, set_weight_noise
+from cimkit.analog.layers import AnalogConv1d, AnalogConv2d, AnalogLayer, AnalogLinear, analog_layers
 from cimkit.analog.mapping import (
     MAPPINGS,
     Compensation,
@@ -61,60 +53,15 @@ from cimkit.analog.mapping import (
     slice_coefficients,
 )
 from cimkit.analog.periphery import gaussian_noise, range_quantize
-
-
-def listings() -> dict[str, Callable[[str], list[tuple[str, str]]]]:
-    """``cimkit list`` topics of this package: device and mapping presets."""
-    return {"devices": DEVICES.describe, "mappings": MAPPINGS.describe}
-
+from cimkit.analog.tiling import TileGeometry
 
 __all__ = [
-    "DEVICES",
-    "MAPPINGS",
-    "AnalogConv1d",
-    "AnalogConv2d",
-    "AnalogLayer",
-    "AnalogLinear",
-    "ClipKind",
-    "Compensation",
-    "ConvRoute",
-    "DeviceConfig",
-    "DeviceState",
-    "DriftModel",
-    "HWAConfig",
-    "MappingConfig",
-    "NoiseKind",
-    "RangeMode",
-    "WeightPair",
-    "WeightScaling",
-    "analog_layers",
-    "calibrate",
-    "clip_hook",
-    "clip_weights",
-    "convert",
-    "device_preset",
-    "devices_at",
-    "drift",
-    "drift_exponents",
-    "drift_factor",
-    "gaussian_noise",
-    "hwa_fit",
-    "ir_drop_factor",
-    "listings",
-    "mapping_preset",
-    "program",
-    "program_conductance",
-    "program_devices",
-    "programming_noise_std",
-    "quantize_levels",
-    "range_quantize",
-    "read_noise_std",
-    "relaxation_std",
-    "resolve_device",
-    "resolve_mapping",
-    "sample_stuck_at",
-    "set_hwa",
-    "slice_codes",
-    "slice_coefficients",
-    "to_digital",
-]
+    "DEVICES", "MAPPINGS", "AnalogConfig", "AnalogConv1d", "AnalogConv2d", "AnalogLayer", "AnalogLinear",
+    "ClipKind", "Compensation", "ConvRoute", "DeviceConfig", "DeviceState", "DriftModel", "HWAConfig",
+    "MappingConfig", "NoiseKind", "RangeMode", "TileGeometry", "WeightPair", "WeightScaling", "analog_layers",
+    "calibrate", "clip_hook", "clip_weights", "convert", "convert_", "device_preset", "devices_at", "drift",
+    "drift_exponents", "drift_factor", "gaussian_noise", "hwa_fit", "ir_drop_factor", "mapping_preset",
+    "program", "program_conductance", "program_devices", "programming_noise_std", "quantize_levels",
+    "range_quantize", "ranges", "read_noise_std", "relaxation_std", "resolve_device", "resolve_mapping",
+    "sample_stuck_at", "set_hwa", "set_weight_noise", "slice_codes", "slice_coefficients", "to_digital",
+]  # fmt: skip

@@ -25,6 +25,7 @@ from enum import Enum
 import torch
 from torch import Tensor
 
+from cimkit.analog.periphery import gaussian_noise
 from cimkit.config import Config, check_range
 from cimkit.errors import ConfigError
 from cimkit.registry import Registry
@@ -481,8 +482,6 @@ def sample_read(
 
     Levels, device gains, stuck-at faults and RRAM relaxation take the general (slower) route.
     """
-    from cimkit.analog.periphery import gaussian_noise
-
     def noise(shape: torch.Size) -> Tensor:
         return gaussian_noise(shape, generator, device=g_target.device, dtype=g_target.dtype, fast=fast)
 

@@ -1,12 +1,14 @@
 """Hardware-aware (HWA) training for analog layers.
 
-* **Weight-noise injection per batch** (``HWAConfig.noise``): ``additive`` (std ``noise_std`` times
-  the group's ``w_max``), ``multiplicative`` (std ``noise_std`` relative to each weight) or
-  ``device``: every batch the layer's weights are programmed, drifted to a time drawn
-  log-uniformly from ``[t_min, t_max]``, read once and drift-compensated with the layer's own
-  device and mapping models; the forward uses these weights and the gradient goes straight
-  through to the clean weights (as aihwkit's ``WeightModifierType.PCM_NOISE``, but with the full
-  device model).
+* **Weight noise per batch**, a strategy object each analog layer holds (``layer.weight_noise``,
+  installed by :func:`set_hwa` from :class:`~cimkit.analog.config.HWAConfig`): ``additive`` (std
+  ``noise_std`` times the group's ``w_max``), ``multiplicative`` (std ``noise_std`` relative to each
+  weight) or ``device``: every batch the layer's weights are programmed, drifted to a time drawn
+  log-uniformly from ``[t_min, t_max]``, read once and drift-compensated with the layer's own device
+  and mapping models; the forward uses these weights and the gradient goes straight through to the
+  clean weights (as aihwkit's ``WeightModifierType.PCM_NOISE``, but with the full device model).
+  Any callable ``noise(layer, a_clean, codes, u) -> a_noisy`` can be installed instead
+  (:func:`set_weight_noise`), so users can plug in their own noise models.
 * **Weight clipping** after every optimizer step (:func:`clip_hook`, a ``step_hooks`` entry of
   ``cimkit.train.fit``): to ``clip_sigma`` standard deviations of each layer's weights (aihwkit's
   ``WeightClipType.LAYER_GAUSSIAN``) or to ``±clip_value``.
@@ -15,96 +17,122 @@
 * **Noise-aware knowledge distillation** (W. Zhou et al., DATE 2025): the noisy analog student is
   trained against the fp32 teacher with ``cimkit.train.fit(..., teacher=fp32_model)`` and
   ``TrainConfig.kd_alpha > 0`` (see :func:`hwa_fit`).
+
+Shapes: ``A`` (S, T, R, N) normalised analog weights, device codes (S, D, T, R, N), ``u`` (T, R, N).
 """
 
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
-from enum import Enum
 from typing import Any
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
-from cimkit.config import Config, check_range
+from cimkit.analog.cells import a_from_g, compensation_factor, readout
+from cimkit.analog.chip import ir_factors
+from cimkit.analog.config import ClipKind, HWAConfig, NoiseKind
+from cimkit.analog.devices import sample_read
+from cimkit.analog.layers import AnalogLayer, analog_layers
+from cimkit.analog.mapping import WeightPair
 from cimkit.errors import ConfigError
+from cimkit.train import fit
+from cimkit.utils import derive_seed
 
-__all__ = ["ClipKind", "HWAConfig", "NoiseKind", "clip_hook", "clip_weights", "hwa_fit", "set_hwa"]
+__all__ = [
+    "AdditiveNoise", "DeviceNoise", "MultiplicativeNoise", "WeightNoise", "clip_hook", "clip_weights", "hwa_fit",
+    "set_hwa", "set_weight_noise", "weight_noise_for",
+]  # fmt: skip
 
 log = logging.getLogger(__name__)
 
-
-class NoiseKind(str, Enum):
-    """Weight noise injected per training batch."""
-
-    NONE = "none"
-    ADDITIVE = "additive"
-    MULTIPLICATIVE = "multiplicative"
-    DEVICE = "device"
+WeightNoise = Callable[[AnalogLayer, Tensor, "Tensor | None", Tensor], Tensor]
 
 
-class ClipKind(str, Enum):
-    """Weight clipping after each optimizer step."""
+class AdditiveNoise:
+    """``A + std · N(0, 1)`` (in units of the group's ``w_max``)."""
 
-    NONE = "none"
-    GAUSSIAN = "gaussian"
-    FIXED = "fixed"
+    def __init__(self, std: float) -> None:
+        self.std = float(std)
 
-
-@dataclass
-class HWAConfig(Config):
-    """Hardware-aware training settings (see the module docstring)."""
-
-    noise: NoiseKind = NoiseKind.DEVICE
-    noise_std: float = 0.05
-    device_noise_scale: float = 1.0
-    t_min: float = 3600.0
-    t_max: float = 31536000.0
-    clip: ClipKind = ClipKind.GAUSSIAN
-    clip_sigma: float = 2.5
-    clip_value: float = 1.0
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        check_range("noise_std", self.noise_std, 0.0)
-        check_range("device_noise_scale", self.device_noise_scale, 0.0)
-        check_range("t_min", self.t_min, 0.0)
-        check_range("t_max", self.t_max, self.t_min)
-        check_range("clip_sigma", self.clip_sigma, 0.0, lo_open=True)
-        check_range("clip_value", self.clip_value, 0.0, lo_open=True)
-
-    def sample_time(self, generator: torch.Generator | None) -> float:
-        """A drift time for one batch: log-uniform in ``[t_min, t_max]`` (``t_min`` if they are equal)."""
-        if self.t_max <= self.t_min:
-            return self.t_min
-        lo, hi = math.log(max(self.t_min, 1e-3)), math.log(self.t_max)
-        u = float(torch.rand((), generator=generator).item())
-        return math.exp(lo + u * (hi - lo))
+    def __call__(self, layer: AnalogLayer, a: Tensor, v: Tensor | None, u: Tensor) -> Tensor:
+        return a + self.std * torch.randn(a.shape, generator=layer.hwa_generator, device=a.device)
 
 
-def _layers(model: nn.Module) -> Iterable[tuple[str, Any]]:
-    from cimkit.analog.layers import AnalogLayer
+class MultiplicativeNoise:
+    """``A · (1 + std · N(0, 1))``."""
 
-    return ((n, m) for n, m in model.named_modules() if isinstance(m, AnalogLayer))
+    def __init__(self, std: float) -> None:
+        self.std = float(std)
+
+    def __call__(self, layer: AnalogLayer, a: Tensor, v: Tensor | None, u: Tensor) -> Tensor:
+        return a * (1.0 + self.std * torch.randn(a.shape, generator=layer.hwa_generator, device=a.device))
+
+
+class DeviceNoise:
+    """Program, drift to a random time, read and compensate with the layer's own device model."""
+
+    def __init__(self, cfg: HWAConfig) -> None:
+        self.cfg = cfg
+
+    def __call__(self, layer: AnalogLayer, a_clean: Tensor, v: Tensor | None, u: Tensor) -> Tensor:
+        cfg, gen, m = self.cfg, layer.hwa_generator, layer.mapping
+        dev = layer.device_cfg
+        if cfg.device_noise_scale != 1.0:
+            k = cfg.device_noise_scale
+            dev = dev.replace(prog_noise_scale=dev.prog_noise_scale * k, read_noise_scale=dev.read_noise_scale * k,
+                              read_noise_std=dev.read_noise_std * k)  # fmt: skip
+        ws = layer._hwa_ws
+        if v is not None:
+            g_t = v.clone()
+        elif m.pair == WeightPair.DIFFERENTIAL and m.slice_bits == 0:
+            g_t = ws.get("codes")  # codes straight into a reused buffer
+            if g_t is None or g_t.shape[2:] != u.shape:
+                g_t = ws["codes"] = torch.empty((1, 2, *u.shape), device=u.device, dtype=u.dtype)
+            torch.clamp(u, min=0.0, out=g_t[0, 0])
+            torch.clamp(u, max=0.0, out=g_t[0, 1]).neg_()
+        else:
+            g_t = layer.codes(u)
+        g_t.mul_(dev.g_range).add_(dev.g_min)  # target conductances (S, D, T, R, N)
+        g = sample_read(g_t, dev, cfg.sample_time(gen), gen, fast=m.fast_noise, workspace=ws)
+        if dev.r_wire > 0:
+            g = g * ir_factors(g, layer.geometry, dev)
+        a = a_from_g(g, m.pair, dev)
+        alpha = compensation_factor(readout(a_clean, layer.slice_coef), readout(a, layer.slice_coef),
+                                    m.compensation, layer.geometry.n_out)  # fmt: skip
+        return a.mul_(alpha) if alpha is not None else a
+
+
+def weight_noise_for(cfg: HWAConfig | None) -> WeightNoise | None:
+    """The weight-noise strategy of ``cfg`` (None for no noise)."""
+    if cfg is None or cfg.noise == NoiseKind.NONE:
+        return None
+    if cfg.noise == NoiseKind.ADDITIVE:
+        return AdditiveNoise(cfg.noise_std)
+    if cfg.noise == NoiseKind.MULTIPLICATIVE:
+        return MultiplicativeNoise(cfg.noise_std)
+    return DeviceNoise(cfg)
+
+
+def set_weight_noise(model: nn.Module, noise: WeightNoise | None, seed: int = 0) -> nn.Module:
+    """Install ``noise`` (a strategy, any callable ``(layer, a, codes, u) -> a_noisy``, or None) in
+    every analog layer, each with its own generator seeded from ``seed`` and the layer's name."""
+    layers = list(analog_layers(model))
+    if not layers and noise is not None:
+        raise ConfigError("set_hwa: the model has no analog layers; call cimkit.analog.convert first")
+    for name, layer in layers:
+        layer.weight_noise = noise
+        layer.hwa_generator = (
+            torch.Generator(device=layer.slice_coef.device).manual_seed(derive_seed(seed, "hwa", name))
+            if noise is not None else None
+        )  # fmt: skip
+    return model
 
 
 def set_hwa(model: nn.Module, cfg: HWAConfig | None) -> nn.Module:
-    """Enable (or with ``None`` disable) per-batch weight-noise injection in every analog layer.
-
-    Each layer gets its own noise generator seeded from ``cfg.seed`` and the layer's name.
-    """
-    from cimkit.utils import derive_seed
-
-    n = 0
-    for name, layer in _layers(model):
-        layer.set_hwa(cfg, derive_seed(cfg.seed, "hwa", name) if cfg is not None else 0)
-        n += 1
-    if n == 0 and cfg is not None:
-        raise ConfigError("set_hwa: the model has no analog layers; call cimkit.analog.convert first")
-    return model
+    """Enable (or with ``None`` disable) per-batch weight-noise injection in every analog layer."""
+    return set_weight_noise(model, weight_noise_for(cfg), cfg.seed if cfg is not None else 0)
 
 
 @torch.no_grad()
@@ -112,7 +140,7 @@ def clip_weights(model: nn.Module, cfg: HWAConfig) -> None:
     """Clip every analog layer's weights in place as ``cfg.clip`` says."""
     if cfg.clip == ClipKind.NONE:
         return
-    for _, layer in _layers(model):
+    for _, layer in analog_layers(model):
         w = layer.weight
         if cfg.clip == ClipKind.GAUSSIAN:
             bound = float(w.std()) * cfg.clip_sigma
@@ -145,8 +173,6 @@ def hwa_fit(
     Enables noise injection (:func:`set_hwa`), clips weights after every step, and distils from
     ``teacher`` (the fp32 model) when ``train_cfg.kd_alpha > 0``. Returns ``fit``'s result.
     """
-    from cimkit.train import fit
-
     hwa = hwa or HWAConfig()
     set_hwa(model, hwa)
     hooks = (*tuple(fit_kwargs.pop("step_hooks", ())), clip_hook(hwa))

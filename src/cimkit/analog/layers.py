@@ -1,325 +1,247 @@
 """Analog layers: ``nn.Linear`` / ``nn.Conv1d`` / ``nn.Conv2d`` computed on simulated crossbars.
 
-One engine serves all three. A layer's weight matrix is tiled into ``(T, R, N)`` (row tiles, rows
-per tile, outputs; see :mod:`cimkit.analog.mapping`), becomes normalised conductances
-``A`` of shape ``(S, T, R, N)`` (``S`` weight slices) and every forward computes all per-tile,
-per-slice, per-input-bit partial sums in **one** batched op: a ``bmm`` over tiles for linear
-layers, a grouped convolution (groups = tiles) or unfold + batched matmul for convolutions, with
-bit planes stacked into the batch and slices into the output channels. DAC, output noise, ADC
-and the digital shift-and-add / scaling / drift compensation / bias are elementwise ops and one
-weighted reduction on that result. When every conversion is exact (ideal ADC, no output noise)
-the whole chain is linear, so it is folded into one effective weight and a single
-``F.linear`` / ``F.conv`` (exact; the fastest route).
+An analog layer is made from a digital layer by :meth:`AnalogLayer.from_digital` (what
+:func:`cimkit.analog.convert` calls): it becomes an instance of a subclass of the digital layer's
+own class (``AnalogLinear`` for ``nn.Linear``; ``AnalogQuantLinear`` for a quantized
+``QuantLinear``, made once and cached), sharing its parameters and sub-modules, so the
+``state_dict`` keeps the digital names, a quantized layer keeps its weight and activation
+quantizers, and :meth:`~AnalogLayer.unwrap` gives the digital layer back. Weight-side transforms
+are read through the digital layer's protocol: the crossbars are programmed with
+``transformed_weight()`` (the quantized weight, when there is one) and, when the layer has a weight
+grid (``weight_grid()``), each weight maps onto exactly the grid's levels.
 
-State: ``weight``/``bias`` keep the digital module's names (a converted model loads the digital
-``state_dict``); ``input_range``/``output_range`` hold the DAC/ADC ranges. :meth:`program` fixes a
-chip (non-persistent buffers, reproducible from the seed), :meth:`set_time` drifts it, and every
-eval forward of a programmed layer reads the conductances with fresh read noise. Before
-``program`` (and always in training mode) the layer maps its current weights exactly, plus the
-hardware-aware-training noise when enabled.
+One engine serves all three layer types. The weight matrix is tiled into ``(T, R, N)`` (row tiles,
+rows per tile, outputs; :mod:`cimkit.analog.tiling`), becomes normalised conductances ``A`` of
+shape ``(S, T, R, N)`` (``S`` weight slices; :mod:`cimkit.analog.cells`) and every forward computes
+all per-tile, per-slice, per-input-bit partial sums in **one** batched op — a ``bmm`` over tiles for
+linear layers, a grouped convolution (groups = tiles) or unfold + batched matmul for convolutions —
+then the converter chain of :mod:`cimkit.analog.mvm`. The programmed chip (noise, faults, drift)
+lives in the layer's ``chip`` (:mod:`cimkit.analog.chip`). Before ``program`` (and always in
+training mode) the layer maps its current weights exactly, plus the hardware-aware-training noise
+when enabled (``weight_noise``, set by :func:`cimkit.analog.set_hwa`).
 """
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
-from typing import Any
+from collections.abc import Iterator
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from cimkit.analog.devices import (
-    DeviceConfig,
-    DeviceState,
-    devices_at,
-    ir_drop_factor,
-    program_devices,
-    sample_read,
-)
-from cimkit.analog.hwa import HWAConfig, NoiseKind
-from cimkit.analog.mapping import (
-    Compensation,
-    ConvRoute,
-    MappingConfig,
-    RangeMode,
-    WeightPair,
-    WeightScaling,
-    slice_codes,
-    slice_coefficients,
-)
-from cimkit.analog.periphery import adc_combine, bits_levels, gaussian_noise, range_quantize, subsample
+from cimkit.analog.cells import a_from_codes, device_codes
+from cimkit.analog.chip import Chip
+from cimkit.analog.devices import DeviceConfig
+from cimkit.analog.mapping import ConvRoute, MappingConfig, RangeMode, WeightPair, WeightScaling, slice_coefficients
+from cimkit.analog.mvm import effective_weight, mvm
+from cimkit.analog.tiling import TileGeometry
 from cimkit.errors import ConfigError
 
-__all__ = ["AnalogConv1d", "AnalogConv2d", "AnalogLayer", "AnalogLinear"]
+__all__ = ["AnalogConv1d", "AnalogConv2d", "AnalogLayer", "AnalogLinear", "analog_class", "analog_layers"]
 
 log = logging.getLogger(__name__)
 
-_CALIB_MAX_ITEMS = 200_000
-_CHUNK_ELEMS = 1 << 22  # partial sums per inference chunk (bounded memory, noise-table sized)
+# attributes an analog layer adds on top of its digital layer (removed again by unwrap)
+_ANALOG_PARAMS = ("input_range", "output_range")
+_ANALOG_BUFFERS = ("slice_coef",)
+_ANALOG_MODULES = ("chip",)
+_ANALOG_ATTRS = (
+    "mapping", "device_cfg", "geometry", "weight_shape", "n_slices", "weight_noise", "hwa_generator", "_hwa_ws",
+    "recorder", "calibrated", "_warned_uncalibrated", "route", "conversion_counter", "layer_name",
+)  # fmt: skip
+
+
+def _shallow_state(mod: nn.Module) -> dict[str, Any]:
+    """A copy of ``mod.__dict__`` whose dicts/sets are new containers holding the same objects."""
+    return {k: (copy.copy(v) if isinstance(v, (dict, set)) else v) for k, v in mod.__dict__.items()}
 
 
 class AnalogLayer(nn.Module):
-    """Base of the analog layers (see the module docstring). Build them with :func:`cimkit.analog.convert`."""
+    """Mixin of the analog layers (``isinstance(m, AnalogLayer)``); see the module docstring.
 
-    kind: str = ""
+    Extra state: ``mapping`` (:class:`MappingConfig`), ``device_cfg`` (:class:`DeviceConfig`),
+    ``geometry`` (:class:`TileGeometry`), ``input_range`` / ``output_range`` (DAC / ADC ranges,
+    parameters: learnable when the mapping says ``learned``), ``chip`` (the programmed state).
+    """
 
-    def __init__(
-        self,
-        weight: Tensor,
-        bias: Tensor | None,
-        mapping: MappingConfig,
-        device: DeviceConfig,
-    ) -> None:
-        super().__init__()
-        self.weight = nn.Parameter(weight.detach().clone())
-        self.bias = nn.Parameter(bias.detach().clone()) if bias is not None else None
+    _source_cls: ClassVar[type[nn.Module]]
+    kind: ClassVar[str] = ""
+
+    # ------------------------------------------------------------------ construction and undo
+
+    @classmethod
+    def from_digital(
+        cls, mod: nn.Module, mapping: MappingConfig, device: DeviceConfig, name: str = ""
+    ) -> AnalogLayer:
+        """The analog twin of the digital layer ``mod`` (sharing its parameters and sub-modules)."""
+        if isinstance(mod, AnalogLayer):
+            raise ConfigError(f"analog.convert: layer '{name}' is already analog")
+        if isinstance(mod, (nn.Conv1d, nn.Conv2d)) and mod.groups != 1:
+            raise ConfigError(f"groups: {mod.groups} is not supported on analog tiles (layer '{name}'); allowed: 1")
+        acls = analog_class(type(mod))
+        obj = acls.__new__(acls)
+        obj.__dict__.update(_shallow_state(mod))
+        obj._analog_init(mapping, device, name)
+        return obj
+
+    def _analog_init(self, mapping: MappingConfig, device: DeviceConfig, name: str) -> None:
+        w = self.source_weight()
+        if not bool(torch.isfinite(w.detach()).all()):
+            raise ConfigError(f"analog.convert: layer '{name or type(self).__name__}' has NaN or infinite "
+                              f"weights; they cannot be programmed onto crossbars")  # fmt: skip
+        self.layer_name = name
         self.mapping = mapping
         self.device_cfg = device
-        self.input_range = nn.Parameter(
-            torch.tensor(float(mapping.dac_range), device=weight.device),
-            requires_grad=mapping.dac_range_mode == RangeMode.LEARNED,
-        )
-        self.output_range = nn.Parameter(
-            torch.tensor(float(mapping.adc_range), device=weight.device),
-            requires_grad=mapping.adc_range_mode == RangeMode.LEARNED,
-        )
-        # geometry: weight viewed as (N, C, ksz); rows of a tile = whole input channels
-        self.n_out = weight.shape[0]
-        self.n_in = weight.shape[1]
-        self.ksz = int(math.prod(weight.shape[2:])) if weight.dim() > 2 else 1
-        max_c = mapping.tile_rows // self.ksz
-        if max_c == 0:
-            raise ConfigError(
-                f"tile_rows: {mapping.tile_rows} is smaller than one input channel's kernel "
-                f"({self.ksz} rows); allowed: >= {self.ksz}"
-            )
-        self.n_tiles = -(-self.n_in // max_c)
-        self.ch_per_tile = -(-self.n_in // self.n_tiles)
-        self.rows = self.ch_per_tile * self.ksz
-        self.n_in_pad = self.n_tiles * self.ch_per_tile
-        self.register_buffer(
-            "slice_coef", slice_coefficients(mapping.n_slices, mapping.slice_bits, weight.device), persistent=False
-        )
+        self.geometry = TileGeometry.of(w.shape, mapping.tile_rows, mapping.tile_cols, name or type(self).__name__)
+        self.weight_shape = tuple(w.shape)
+        dev = w.device
+        self.input_range = nn.Parameter(torch.tensor(float(mapping.dac_range), device=dev),
+                                        requires_grad=mapping.dac_range_mode == RangeMode.LEARNED)  # fmt: skip
+        self.output_range = nn.Parameter(torch.tensor(float(mapping.adc_range), device=dev),
+                                         requires_grad=mapping.adc_range_mode == RangeMode.LEARNED)  # fmt: skip
+        self.register_buffer("slice_coef", slice_coefficients(mapping.n_slices, mapping.slice_bits, dev),
+                             persistent=False)  # fmt: skip
         self.n_slices = int(self.slice_coef.numel())
-        # programmed chip (None until program())
-        for name in ("g_prog", "g_target", "drift_state", "g_mean", "g_sigma", "w_scale_prog", "ref_readout"):
-            self.register_buffer(name, None, persistent=False)
-        self.register_buffer("alpha", None, persistent=False)
-        self.t_seconds: float = 0.0
-        self.read_generator: torch.Generator | None = None
-        self._a_cache: Tensor | None = None
-        self._w_eff_cache: Tensor | None = None
-        # hardware-aware training
-        self.hwa: HWAConfig | None = None
+        self.chip = Chip()
+        self.weight_noise = None  # a cimkit.analog.hwa weight-noise strategy (hardware-aware training)
         self.hwa_generator: torch.Generator | None = None
-        self._hwa_ws: dict[str, Tensor] = {}  # reused buffers of the per-batch device simulation
-        # calibration
-        self._calib: str | None = None
-        self._calib_samples: list[Tensor] = []
-        self._calib_generator: torch.Generator | None = None
-        self._warned_uncalibrated = False
+        self._hwa_ws: dict[str, Tensor] = {}
+        self.recorder = None  # a cimkit.analog.calibration.RangeRecorder during calibration
         self.calibrated = False
-        # routing ("auto" | "fold" | "tiled"): tests/benchmarks may force a route
-        self.route = "auto"
+        self._warned_uncalibrated = False
+        self.route = "auto"  # "auto" | "fold" | "tiled": tests and benchmarks may force a route
+        self.conversion_counter: dict[str, int] | None = None
 
-    # ------------------------------------------------------------------ geometry helpers
+    def unwrap(self) -> nn.Module:
+        """The digital layer this analog layer was made from (same parameters and sub-modules)."""
+        src = self._source_cls.__new__(self._source_cls)
+        state = _shallow_state(self)
+        for k in _ANALOG_PARAMS:
+            state["_parameters"].pop(k, None)
+        for k in _ANALOG_BUFFERS:
+            state["_buffers"].pop(k, None)
+            state.get("_non_persistent_buffers_set", set()).discard(k)
+        for k in _ANALOG_MODULES:
+            state["_modules"].pop(k, None)
+        for k in _ANALOG_ATTRS:
+            state.pop(k, None)
+        src.__dict__.update(state)
+        return src
 
-    @property
-    def programmed(self) -> bool:
-        return self.g_prog is not None
+    def to_digital(self) -> nn.Module:
+        """Alias of :meth:`unwrap`."""
+        return self.unwrap()
 
-    def to_tiles(self, w: Tensor) -> Tensor:
-        """Weight (original shape) -> ``(T, R, N)`` tiles (input channels zero-padded)."""
-        w3 = w.reshape(self.n_out, self.n_in, self.ksz)
-        if self.n_in_pad > self.n_in:
-            w3 = F.pad(w3, (0, 0, 0, self.n_in_pad - self.n_in))
-        return w3.reshape(self.n_out, self.n_tiles, self.rows).permute(1, 2, 0)
+    def set_mapping(self, mapping: MappingConfig) -> None:
+        """Use another mapping (same tile geometry required); forgets the programmed chip."""
+        geom = TileGeometry.of(self.weight_shape, mapping.tile_rows, mapping.tile_cols, self.layer_name)
+        self.mapping = mapping
+        self.geometry = geom
+        self.slice_coef = slice_coefficients(mapping.n_slices, mapping.slice_bits, self.slice_coef.device)
+        self.n_slices = int(self.slice_coef.numel())
+        self.input_range.requires_grad_(mapping.dac_range_mode == RangeMode.LEARNED)
+        self.output_range.requires_grad_(mapping.adc_range_mode == RangeMode.LEARNED)
+        self.chip.clear()
 
-    def from_tiles(self, wt: Tensor) -> Tensor:
-        """``(T, R, N)`` tiles -> weight of the original shape (padding dropped)."""
-        w3 = wt.permute(2, 0, 1).reshape(self.n_out, self.n_in_pad, self.ksz)[:, : self.n_in]
-        return w3.reshape(self.weight.shape)
+    # ------------------------------------------------------------------ the digital layer's weight
 
-    def _row_mask(self, device: torch.device) -> Tensor:
-        ones = torch.ones(self.n_out, self.n_in, self.ksz, device=device)
-        return self.to_tiles(ones)[:, :, :1]  # (T, R, 1)
+    def source_weight(self) -> Tensor:
+        """The weight the digital layer computes with (after its weight-side transforms)."""
+        fn = getattr(self, "transformed_weight", None)
+        return fn() if fn is not None else self.weight
+
+    def _grid(self) -> tuple[Tensor, int] | None:
+        fn = getattr(self, "weight_grid", None)
+        return fn() if fn is not None else None
 
     def weight_scale(self, wt: Tensor) -> Tensor:
-        """``w_max`` per (tile, column), shape ``(T, N)``, for the mapping's scaling (never 0)."""
-        a = wt.detach().abs()
+        """``w_max`` per (tile, column), shape ``(T, N)``, for the mapping's scaling (never 0).
+
+        With a weight grid (a quantized layer) ``w_max`` is the grid's full scale (``step · L``, with
+        ``L`` the grid's largest code, or ``2^(n·b) - 1`` when ``n`` slices of ``b`` bits hold more),
+        so every weight maps onto exactly one of the grid's levels; otherwise it is the largest
+        ``|w|`` of the group."""
+        g = self.geometry
+        grid = self._grid()
+        if grid is None:
+            col = wt.detach().abs().amax(dim=1)  # (T, N)
+        else:
+            step, levels = grid
+            m = self.mapping
+            if m.slice_bits > 0 and 2 ** (m.n_slices * m.slice_bits) - 1 >= levels:
+                levels = 2 ** (m.n_slices * m.slice_bits) - 1
+            full = step.detach().to(wt.device, wt.dtype).reshape(-1).expand(g.n_out) * float(levels)  # (N,)
+            col = full.unsqueeze(0).expand(g.n_tiles, g.n_out)  # (T, N)
         sc = self.mapping.scaling
         if sc == WeightScaling.COLUMN:
-            s = a.amax(dim=1)  # (T, N)
+            s = col
         elif sc == WeightScaling.TILE:
-            cols = self.mapping.tile_cols
-            n_blk = -(-self.n_out // cols)
-            col = a.amax(dim=1)  # (T, N)
-            col = F.pad(col, (0, n_blk * cols - self.n_out))
-            s = col.view(-1, n_blk, cols).amax(-1).repeat_interleave(cols, dim=1)[:, : self.n_out]
+            s = g.column_blocks(col).amax(-1, keepdim=True).expand(-1, -1, g.tile_cols)
+            s = s.reshape(g.n_tiles, -1)[:, : g.n_out]
         else:
-            s = a.amax().expand(self.n_tiles, self.n_out)
+            s = col.amax().expand(g.n_tiles, g.n_out)
         return s.clamp(min=1e-30)  # an all-zero column maps to zero conductances either way
 
     def codes(self, u: Tensor) -> Tensor:
         """Normalised weights ``u`` (T, R, N) in [-1, 1] -> device codes ``(S, D, T, R, N)`` in [0, 1]."""
-        if self.mapping.pair == WeightPair.DIFFERENTIAL:
-            v = torch.stack((u.clamp(min=0.0), (-u).clamp(min=0.0)))  # (2, T, R, N)
-        else:
-            v = (((u + 1.0) * 0.5) * self._row_mask(u.device)).unsqueeze(0)  # (1, T, R, N); unused rows off
-        return slice_codes(v.clamp(0.0, 1.0), self.mapping.n_slices, self.mapping.slice_bits)
-
-    def a_from_g(self, g: Tensor) -> Tensor:
-        """Conductances ``(S, D, T, R, N)`` (µS) -> normalised analog weights ``A`` (S, T, R, N)."""
-        inv = 1.0 / self.device_cfg.g_range
-        if self.mapping.pair == WeightPair.DIFFERENTIAL:
-            return (g[:, 0] - g[:, 1]) * inv
-        return g[:, 0] * inv
-
-    def a_from_codes(self, v: Tensor) -> Tensor:
-        """Codes on an ideal device -> ``A`` (S, T, R, N)."""
-        if self.mapping.pair == WeightPair.DIFFERENTIAL:
-            return v[:, 0] - v[:, 1]
-        return v[:, 0] + self.device_cfg.g_min / self.device_cfg.g_range
-
-    def readout(self, a: Tensor) -> Tensor:
-        """Reference read for drift compensation: per column ``sum |sum_s c_s A_s|``, shape ``(N,)``."""
-        w = (a * self.slice_coef.view(-1, 1, 1, 1)).sum(0) if a.shape[0] > 1 else a[0]  # (T, R, N)
-        return torch.linalg.vector_norm(w, ord=1, dim=(0, 1))
-
-    def _compensation(self, ref: Tensor, cur: Tensor) -> Tensor | None:
-        mode = self.mapping.compensation
-        if mode == Compensation.NONE:
-            return None
-        if mode == Compensation.GLOBAL:
-            c = cur.sum()
-            a = ref.sum() / c if c > 0 else torch.ones((), device=ref.device)
-            return a.expand(self.n_out).clone()
-        return torch.where(cur > 0, ref / cur.clamp(min=1e-12), torch.ones_like(cur))
+        m = self.mapping
+        return device_codes(u, m.pair, m.n_slices, m.slice_bits, self.geometry.row_mask(u.device))
 
     # ------------------------------------------------------------------ programming and drift
+
+    @property
+    def programmed(self) -> bool:
+        return self.chip.programmed
+
+    @property
+    def t_seconds(self) -> float:
+        return self.chip.t_seconds
+
+    @property
+    def g_prog(self) -> Tensor | None:
+        return self.chip.g_prog
+
+    def tile_occupancy(self, wt: Tensor | None = None) -> Tensor:
+        """``(T, n_blk)`` bool: which physical arrays (row tile x column block) hold a nonzero weight."""
+        g = self.geometry
+        if wt is None:
+            wt = g.to_tiles(self.source_weight().detach())
+        nz = wt.detach().ne(0).any(dim=1)  # (T, N)
+        return g.column_blocks(nz.to(torch.uint8)).amax(-1).bool()  # (T, n_blk)
 
     @torch.no_grad()
     def program(self, seed: int) -> None:
         """Program this layer's crossbars once from its current weights (reproducible from ``seed``).
 
-        Samples programming noise, device gains, stuck-at faults and drift draws; then sets the time
-        to 0 s and takes the drift-compensation reference read.
+        Samples programming noise, device gains, stuck-at faults and drift draws; arrays whose
+        weights are all zero are left unprogrammed. Then sets the time to 0 s and takes the
+        drift-compensation reference read.
         """
-        dev = self.device_cfg
-        gen = torch.Generator(device=self.weight.device).manual_seed(int(seed) & (2**63 - 1))
-        wt = self.to_tiles(self.weight.detach().float())
+        dev, g = self.device_cfg, self.geometry
+        wt = g.to_tiles(self.source_weight().detach().float())  # (T, R, N)
         w_scale = self.weight_scale(wt)
         v = self.codes(wt / w_scale.unsqueeze(1))  # (S, D, T, R, N)
-        state = program_devices(dev.g_min + v * dev.g_range, dev, gen)
-        self.g_prog = state.g_prog
-        self.g_target = state.g_target if state.drift is not None else None
-        self.drift_state = state.drift
-        self.w_scale_prog = w_scale
-        read_seed = int(torch.randint(0, 2**62, (1,), generator=gen).item())
-        self.read_generator = torch.Generator(device=self.weight.device).manual_seed(read_seed)
-        self.ref_readout = None
+        occ = self.tile_occupancy(wt)  # (T, n_blk)
+        on = occ.repeat_interleave(g.tile_cols, dim=1)[:, : g.n_out]  # (T, N)
+        self.chip.program(dev.g_min + v * dev.g_range, w_scale, dev, seed, tile_on=on)
         self.set_time(0.0)
 
-    def _device_state(self) -> DeviceState:
-        g_target = self.g_target if self.g_target is not None else self.g_prog
-        return DeviceState(g_target=g_target, g_prog=self.g_prog, drift=self.drift_state, stuck=None)
-
-    def _ir(self, g: Tensor) -> Tensor:
-        """IR-drop factors for conductances ``(S, D, T, R, N)``: arrays of R rows x tile_cols columns."""
-        cols = self.mapping.tile_cols
-        n_blk = -(-self.n_out // cols)
-        gp = F.pad(g, (0, n_blk * cols - self.n_out)) if n_blk * cols > self.n_out else g
-        shp = gp.shape
-        arr = gp.view(*shp[:-1], n_blk, cols).transpose(-3, -2)  # (S, D, T, n_blk, R, cols)
-        f = ir_drop_factor(arr, self.device_cfg.r_wire).transpose(-3, -2).reshape(shp)
-        return f[..., : self.n_out]
-
     @torch.no_grad()
-    def set_time(self, t_seconds: float) -> None:
-        """Set the time since programming (s): drift, read-noise level, IR drop, drift compensation."""
-        if not self.programmed:
-            raise ConfigError("drift: the layer is not programmed; call cimkit.analog.program(model, seed) first")
-        g_mean, sigma = devices_at(self._device_state(), self.device_cfg, float(t_seconds))
-        if self.device_cfg.r_wire > 0:
-            f = self._ir(g_mean)
-            g_mean = g_mean * f
-            sigma = sigma * f
-        self.g_mean = g_mean
-        self.g_sigma = sigma if bool((sigma > 0).any()) else None
-        self.t_seconds = float(t_seconds)
-        self._a_cache = None
-        self._w_eff_cache = None
-        cur = self.readout(self._read_a())
-        if self.ref_readout is None:
-            self.ref_readout = cur
-        self.alpha = self._compensation(self.ref_readout, cur)
-
-    def _read_a(self) -> Tensor:
-        """One read of the programmed crossbars: ``A`` (S, T, R, N) with fresh read noise."""
-        if self.g_sigma is None:
-            if self._a_cache is None:
-                self._a_cache = self.a_from_g(self.g_mean)
-            return self._a_cache
-        noise = gaussian_noise(
-            self.g_mean.shape,
-            self.read_generator,
-            device=self.g_mean.device,
-            dtype=self.g_mean.dtype,
-            fast=self.mapping.fast_noise,
-        )
-        g = torch.addcmul(self.g_mean, self.g_sigma, noise).clamp_(min=0.0)
-        return self.a_from_g(g)
-
-    # ------------------------------------------------------------------ hardware-aware training
-
-    def set_hwa(self, cfg: HWAConfig | None, seed: int = 0) -> None:
-        """Enable per-batch weight-noise injection in training mode (``None`` disables)."""
-        self.hwa = cfg
-        self.hwa_generator = torch.Generator(device=self.weight.device).manual_seed(seed) if cfg is not None else None
-
-    @torch.no_grad()
-    def _hwa_noisy_a(self, a_clean: Tensor, v: Tensor | None, u: Tensor) -> Tensor:
-        cfg = self.hwa
-        if cfg is None:
-            return a_clean
-        gen = self.hwa_generator
-        if cfg.noise == NoiseKind.ADDITIVE:
-            return a_clean + cfg.noise_std * torch.randn(a_clean.shape, generator=gen, device=a_clean.device)
-        if cfg.noise == NoiseKind.MULTIPLICATIVE:
-            z = torch.randn(a_clean.shape, generator=gen, device=a_clean.device)
-            return a_clean * (1.0 + cfg.noise_std * z)
-        dev = self.device_cfg
-        if cfg.device_noise_scale != 1.0:
-            k = cfg.device_noise_scale
-            dev = dev.replace(
-                prog_noise_scale=dev.prog_noise_scale * k,
-                read_noise_scale=dev.read_noise_scale * k,
-                read_noise_std=dev.read_noise_std * k,
-            )
-        if v is not None:
-            g_t = v.clone()
-        elif self.mapping.pair == WeightPair.DIFFERENTIAL and self.mapping.slice_bits == 0:
-            g_t = self._hwa_ws.get("codes")  # codes straight into a reused buffer
-            if g_t is None or g_t.shape[2:] != u.shape:
-                g_t = self._hwa_ws["codes"] = torch.empty((1, 2, *u.shape), device=u.device, dtype=u.dtype)
-            torch.clamp(u, min=0.0, out=g_t[0, 0])
-            torch.clamp(u, max=0.0, out=g_t[0, 1]).neg_()
-        else:
-            g_t = self.codes(u)
-        g_t.mul_(dev.g_range).add_(dev.g_min)  # target conductances (S, D, T, R, N)
-        g = sample_read(g_t, dev, cfg.sample_time(gen), gen, fast=self.mapping.fast_noise, workspace=self._hwa_ws)
-        if dev.r_wire > 0:
-            g = g * self._ir(g)
-        a = self.a_from_g(g)
-        alpha = self._compensation(self.readout(a_clean), self.readout(a))
-        return a.mul_(alpha) if alpha is not None else a
+    def set_time(self, t_seconds: float, compensation: Any = None) -> None:
+        """Set the time since programming (s): drift, read-noise level, IR drop, drift compensation
+        (``compensation`` overrides the mapping's for this time only)."""
+        self.chip.set_time(t_seconds, self.mapping, self.device_cfg, self.geometry, self.slice_coef, compensation)
 
     # ------------------------------------------------------------------ analog weights for a forward
 
     def _weights_from_parameters(self) -> tuple[Tensor, Tensor]:
         """``A`` (S, T, R, N) and ``w_scale`` (T, N) from the current weights (differentiable)."""
-        wt = self.to_tiles(self.weight)
+        g = self.geometry
+        wt = g.to_tiles(self.source_weight())
         w_scale = self.weight_scale(wt)
         u = wt / w_scale.unsqueeze(1)  # (T, R, N) in [-1, 1]
         if self.mapping.pair == WeightPair.DIFFERENTIAL:
@@ -330,292 +252,77 @@ class AnalogLayer(nn.Module):
         if self.mapping.slice_bits > 0:
             with torch.no_grad():
                 v = self.codes(u.detach())
-                a_q = self.a_from_codes(v)  # (S, T, R, N)
+                a_q = a_from_codes(v, self.mapping.pair, self.device_cfg)  # (S, T, R, N)
             a = a_q + (lin - lin.detach()).unsqueeze(0)  # STE: d a_s / d u = d lin / d u
         else:
             a = lin.unsqueeze(0)
-        if self.training and self.hwa is not None and self.hwa.noise != NoiseKind.NONE:
-            delta = self._hwa_noisy_a(a.detach(), v, u.detach()).sub_(a.detach())
+        if self.training and self.weight_noise is not None:
+            with torch.no_grad():
+                delta = self.weight_noise(self, a.detach(), v, u.detach()).sub_(a.detach())
             a = a + delta  # the noisy weights forward, the gradient straight to the clean ones
         return a, w_scale
 
     def analog_weights(self) -> tuple[Tensor, Tensor, Tensor | None]:
         """What this forward computes with: ``(A, w_scale, alpha)``; a fresh read when programmed."""
-        if self.programmed and not self.training:
-            return self._read_a(), self.w_scale_prog, self.alpha
+        if self.chip.programmed and not self.training:
+            return self.chip.read(), self.chip.w_scale, self.chip.alpha
         a, w_scale = self._weights_from_parameters()
         return a, w_scale, None
 
     def effective_weight(self) -> Tensor:
         """The digital weight equivalent to one read (original shape), for inspection and the fold route."""
         a, w_scale, alpha = self.analog_weights()
-        return self._fold(a, w_scale, alpha)
-
-    def _fold(self, a: Tensor, w_scale: Tensor, alpha: Tensor | None) -> Tensor:
-        k = w_scale if alpha is None else w_scale * alpha  # (T, N)
-        w = (a * self.slice_coef.view(-1, 1, 1, 1)).sum(0) if a.shape[0] > 1 else a[0]  # (T, R, N)
-        if self.mapping.pair == WeightPair.OFFSET:
-            off = 2.0 * self.device_cfg.g_min / self.device_cfg.g_range + 1.0
-            w = 2.0 * w - off * self._row_mask(w.device)
-        return self.from_tiles(w * k.unsqueeze(1))
+        return effective_weight(self, a, w_scale, alpha)
 
     # ------------------------------------------------------------------ the forward
 
-    def _digital_op(self, x: Tensor, w: Tensor, b: Tensor | None) -> Tensor:  # overridden
-        return F.linear(x, w, b)
-
     def forward(self, x: Tensor) -> Tensor:
-        x = self._prepare_input(x)
+        fn = getattr(self, "transformed_input", None)
+        if fn is not None:
+            x = fn(x)  # e.g. the digital layer's activation quantizer
+        x, lead = self._prepare_input(x)
         a, w_scale, alpha = self.analog_weights()
-        y = self._analog_mvm(x, a, w_scale, alpha)
-        return self._finish_output(y)
-
-    def _prepare_input(self, x: Tensor) -> Tensor:
-        return x
-
-    def _finish_output(self, y: Tensor) -> Tensor:
-        return y
+        y = mvm(self, x, a, w_scale, alpha)
+        return self._finish_output(y, lead)
 
     def _noise_generator(self) -> torch.Generator:
-        if self.programmed and not self.training and self.read_generator is not None:
-            return self.read_generator
+        if self.chip.programmed and not self.training and self.chip.read_generator is not None:
+            return self.chip.read_generator
         if self.hwa_generator is None:
-            self.hwa_generator = torch.Generator(device=self.weight.device).manual_seed(0)
+            self.hwa_generator = torch.Generator(device=self.slice_coef.device).manual_seed(0)
         return self.hwa_generator
-
-    def _use_fold(self) -> bool:
-        if self._calib == "dac" or self.route == "fold":
-            return True
-        if self.route == "tiled" or self._calib == "adc":
-            return False
-        return self.mapping.ideal_adc
-
-    def _input_range(self, x: Tensor, grad: bool) -> tuple[Any, Any]:
-        """DAC full scale ``(r, r_b)``: ``r`` a 0-d tensor, or ``(B,)`` when dynamic; ``r_b`` broadcasts over ``x``."""
-        m = self.mapping
-        if m.dac_range_mode == RangeMode.DYNAMIC:
-            xf = x.detach().reshape(x.shape[0], -1)
-            r = torch.maximum(xf.amax(1), xf.amin(1).neg_()).clamp_(min=1e-12)  # (B,) per-sample abs-max
-            return r, r.view(-1, *([1] * (x.dim() - 1)))
-        if m.dac_range_mode == RangeMode.CALIBRATED and not self.calibrated and self._calib is None:
-            self._warn_uncalibrated()
-        r = self.input_range if grad and self.input_range.requires_grad else self.input_range.detach()
-        r = r.abs() + 1e-12
-        return r, r
 
     def _warn_uncalibrated(self) -> None:
         if not self._warned_uncalibrated:
             log.warning(
                 "analog layer %s uses calibrated ranges but was never calibrated; using the configured "
                 "initial ranges (call cimkit.analog.calibrate(model, batches))",
-                type(self).__name__,
+                self.layer_name or type(self).__name__,
             )
             self._warned_uncalibrated = True
 
-    def _bit_planes(self, q: Tensor) -> tuple[Tensor, Tensor]:
-        """Integer DAC codes ``q`` (B, ...) -> sign-magnitude bit planes ``(P, B, ...)`` in {-1, 0, 1}
-        and their shift-and-add weights ``2^k`` (P,)."""
-        n_planes = self.mapping.dac_bits - 1
-        pw = torch.pow(2.0, torch.arange(n_planes, device=q.device, dtype=q.dtype))  # (P,)
-        mag = q.abs().unsqueeze(0)  # (1, B, ...)
-        planes = torch.floor(mag / pw.view(-1, *([1] * q.dim()))).remainder_(2.0).mul_(q.sign().unsqueeze(0))
-        return planes, pw
+    def _count_conversions(self, z5: Tensor, n_planes: int) -> None:
+        """Tally what this forward converted, when a counter is attached (``conversion_counter``)."""
+        c = self.conversion_counter
+        if c is None:
+            return
+        c["adc"] = c.get("adc", 0) + int(z5.numel())
+        c["forwards"] = c.get("forwards", 0) + 1
+        c["planes"] = n_planes
+
+    # overridden by the layer-type mixins
+    def _prepare_input(self, x: Tensor) -> tuple[Tensor, Any]:
+        return x, None
+
+    def _finish_output(self, y: Tensor, lead: Any) -> Tensor:
+        return y
+
+    def _digital_op(self, x: Tensor, w: Tensor, b: Tensor | None) -> Tensor:
+        return F.linear(x, w, b)
 
     def _out_numel_per_sample(self, x: Tensor) -> int:
         return 1
 
-    def _coef(self, w_scale: Tensor, alpha: Tensor | None, plane_coef: Tensor | None) -> Tensor:
-        """Digital weight of every conversion: ``(P, T, S, N)`` = planes x slices x w_scale x compensation."""
-        k = w_scale if alpha is None else w_scale * alpha  # (T, N)
-        if self.mapping.pair == WeightPair.OFFSET:
-            k = k * 2.0
-        coef = (k.unsqueeze(1) * self.slice_coef.view(1, -1, 1)).unsqueeze(0)  # (1, T, S, N)
-        if plane_coef is not None:
-            coef = coef * plane_coef.view(-1, 1, 1, 1)  # (P, T, S, N)
-        return coef
-
-    def _offset_coef(self, w_scale: Tensor, alpha: Tensor | None) -> Tensor:
-        """Offset mapping: weight of the digital ``sum(x)`` per tile, ``-(2 g_min/g_range + 1) w_scale alpha``."""
-        off = 2.0 * self.device_cfg.g_min / self.device_cfg.g_range + 1.0
-        return -off * (w_scale if alpha is None else w_scale * alpha)  # (T, N)
-
-    def _analog_mvm(self, x: Tensor, a: Tensor, w_scale: Tensor, alpha: Tensor | None) -> Tensor:
-        grad = torch.is_grad_enabled() and (
-            x.requires_grad or a.requires_grad or self.input_range.requires_grad or self.output_range.requires_grad
-        )
-        if self._calib == "dac":
-            self._calib_samples.append(subsample(x, _CALIB_MAX_ITEMS, self._calib_generator))
-        if self._use_fold():
-            return self._mvm_fold(x, a, w_scale, alpha, grad)
-        if grad:
-            return self._mvm_grad(x, a, w_scale, alpha)
-        m = self.mapping
-        per_sample = m.n_planes * self.n_tiles * self.n_slices * self.n_out * self._out_numel_per_sample(x)
-        chunk = max(1, _CHUNK_ELEMS // max(per_sample, 1))
-        if x.shape[0] <= chunk:
-            return self._mvm_nograd(x, a, w_scale, alpha)
-        # bounded memory: the batch in chunks of many samples (each chunk fully batched)
-        return torch.cat([self._mvm_nograd(xc, a, w_scale, alpha) for xc in x.split(chunk)])
-
-    def _dac_quantized(self) -> bool:
-        return self.mapping.dac_bits > 0 and self._calib != "dac"
-
-    def _mvm_fold(self, x: Tensor, a: Tensor, w_scale: Tensor, alpha: Tensor | None, grad: bool) -> Tensor:
-        """Exact when every conversion is exact: the DAC, then one digital op with the effective weight."""
-        cacheable = not grad and self.programmed and not self.training and self.g_sigma is None
-        if cacheable and self._w_eff_cache is not None:
-            w_eff = self._w_eff_cache  # noise-free programmed chip: the same weight on every read
-        else:
-            w_eff = self._fold(a, w_scale, alpha)
-            if cacheable:
-                self._w_eff_cache = w_eff
-        if not self._dac_quantized():
-            return self._digital_op(x, w_eff, self.bias)
-        levels = bits_levels(self.mapping.dac_bits)
-        _, r_b = self._input_range(x, grad)
-        if grad:
-            xq = range_quantize(x, r_b, levels, learn_range=self.mapping.dac_range_mode == RangeMode.LEARNED)
-        else:
-            xq = (x * (levels / r_b)).clamp_(-levels, levels).round_().mul_(r_b / levels)
-        return self._digital_op(xq, w_eff, self.bias)
-
-    @torch.no_grad()
-    def _mvm_nograd(self, x: Tensor, a: Tensor, w_scale: Tensor, alpha: Tensor | None) -> Tensor:
-        """Inference: in-place ops on the partial sums; scalar gains folded into ``A``."""
-        m = self.mapping
-        bsz = x.shape[0]
-        # DAC: analog input x_rep * u in [-1, 1]; digital value x ~= x_rep * u * x_full
-        r, r_b = self._input_range(x, False)
-        if self._dac_quantized():
-            levels = bits_levels(m.dac_bits)
-            x_rep = x * (levels / r_b)
-            if not _per_sample(r):  # a per-sample abs-max range never clips
-                x_rep.clamp_(-levels, levels)
-            x_rep.round_()  # integer codes
-            u: Any = 1.0 / levels
-        else:
-            x_rep, u = x, 1.0 / r
-        x_dig, u_dig, x_full = x_rep, u, r
-        n_planes, plane_coef = 1, None
-        if m.bit_serial and self._dac_quantized():
-            planes, pw = self._bit_planes(x_rep)  # (P, B, ...)
-            n_planes, plane_coef = planes.shape[0], pw * u  # each plane applied at full scale (u = 1)
-            x_rep = planes.reshape(n_planes * bsz, *x.shape[1:])
-            u = 1.0
-        adc_on = m.adc_bits > 0 and self._calib != "adc"
-        levels_adc = bits_levels(m.adc_bits) if adc_on else 0
-        adc_mult = levels_adc / (float(self.output_range.detach().abs()) + 1e-12) if adc_on else 1.0
-        u_ps = _per_sample(u)
-        pre = adc_mult if u_ps else float(u) * adc_mult  # scalar gains folded into the weights
-        z, z5 = self._tiled_partial_sums(x_rep, a * pre, n_planes, bsz)  # z5: (P, B, T, S, N, *sp)
-        if u_ps:
-            z5.mul_(_ps(u, z5.dim(), lead=1))
-        if self._calib == "adc":
-            self._calib_samples.append(subsample(z5, _CALIB_MAX_ITEMS, self._calib_generator))
-        if m.out_noise > 0:
-            noise = gaussian_noise(z.shape, self._noise_generator(), device=z.device, dtype=z.dtype, fast=m.fast_noise)
-            z.add_(noise, alpha=m.out_noise * adc_mult)
-        if adc_on:
-            z.clamp_(-levels_adc, levels_adc).round_()
-        # digital: shift-and-add (planes, slices), tiles, w_scale, compensation, full scale, bias
-        coef = self._coef(w_scale, alpha, plane_coef) * (1.0 / adc_mult)  # (P, T, S, N)
-        n_sp = z5.dim() - 5
-        if _per_sample(x_full):
-            fac = coef.unsqueeze(1) * x_full.view(1, -1, 1, 1, 1)  # (P, B, T, S, N)
-        else:
-            fac = (coef * x_full).unsqueeze(1)  # (P, 1, T, S, N)
-        fac = fac.view(*fac.shape, *([1] * n_sp))
-        if n_planes * self.n_tiles * self.n_slices == 1:
-            y = z5.reshape(bsz, self.n_out, *z5.shape[5:]).mul_(fac.reshape(fac.shape[1], self.n_out, *fac.shape[5:]))
-        else:
-            y = z5.mul_(fac).sum(dim=(0, 2, 3))  # (B, N, *sp)
-        if m.pair == WeightPair.OFFSET:
-            sx = self._tile_input_sums(x_dig)  # (B, T, *sp)
-            off = torch.einsum("bt...,tn->bn...", sx, self._offset_coef(w_scale, alpha))
-            y.add_(off.mul_(_ps(u_dig * x_full, off.dim())))
-        if self.bias is not None:
-            y.add_(self.bias.view(1, -1, *([1] * n_sp)))
-        return y
-
-    def _mvm_grad(self, x: Tensor, a: Tensor, w_scale: Tensor, alpha: Tensor | None) -> Tensor:
-        """Training: the same chain with STE converters and learnable ranges; scalar gains are folded
-        into ``A`` and the digital coefficients, so the activations see few elementwise passes."""
-        m = self.mapping
-        bsz = x.shape[0]
-        r, r_b = self._input_range(x, True)
-        dynamic = _per_sample(r)
-        if self._dac_quantized():
-            levels = bits_levels(m.dac_bits)
-            if m.dac_range_mode == RangeMode.LEARNED:
-                x_rep, u = range_quantize(x, r_b, levels, learn_range=True), 1.0 / r  # x units
-            else:
-                x_rep = range_quantize(x, r_b, levels, out="codes", clip=not dynamic)  # integer codes
-                u = 1.0 / levels
-        else:
-            x_rep, u = (x / r_b, 1.0) if dynamic else (x, 1.0 / r)
-        x_dig, u_dig = x_rep, u
-        n_planes, plane_coef = 1, None
-        if m.bit_serial and self._dac_quantized():
-            levels = bits_levels(m.dac_bits)
-            x_norm = x_rep * u  # (B, ...) in [-1, 1]
-            planes, pw = self._bit_planes((x_norm.detach() * levels).round_())
-            planes = planes + (x_norm - x_norm.detach()).unsqueeze(0)  # STE: sum_k 2^k / levels == 1
-            n_planes, plane_coef = planes.shape[0], pw / levels
-            x_rep, u = planes.reshape(n_planes * bsz, *x.shape[1:]), 1.0
-        single = n_planes * self.n_tiles * self.n_slices == 1
-        learn_adc = m.adc_range_mode == RangeMode.LEARNED
-        fused = single and m.adc_bits > 0 and not learn_adc
-        gain = 1.0
-        if fused:  # fold the ADC gain into the weights: partial sums come out in ADC units
-            levels_adc = bits_levels(m.adc_bits)
-            r_adc = float(self.output_range.detach().abs()) + 1e-12
-            gain = levels_adc / r_adc
-        z_base, z5 = self._tiled_partial_sums(x_rep, a * (u * gain), n_planes, bsz)  # (P, B, T, S, N, *sp)
-        n_sp = z5.dim() - 5
-        noise = None
-        if m.out_noise > 0:
-            noise = gaussian_noise(
-                z5.shape, self._noise_generator(), device=z5.device, dtype=z5.dtype, fast=m.fast_noise
-            )
-        if fused:  # digital factor per (sample, column): w_scale * alpha * full scale / ADC gain
-            k = w_scale[0] if alpha is None else w_scale[0] * alpha  # (N,)
-            if m.pair == WeightPair.OFFSET:
-                k = k * 2.0
-            f = (_ps(r, 2) * k.view(1, -1)) * (1.0 / gain)  # (B|1, N)
-            f = f.view(*f.shape, *([1] * n_sp))
-            # the op's own output (not a view of it): converted in place without an autograd rebase
-            z = (
-                z_base
-                if z_base.shape == (bsz, self.n_out, *z5.shape[5:])
-                else z5.reshape(bsz, self.n_out, *z5.shape[5:])
-            )
-            nz = noise.view(z.shape) if noise is not None else None
-            y = adc_combine(z, nz, m.out_noise * gain, levels_adc, f, self.bias)
-        else:
-            if noise is not None:
-                z5 = torch.add(z5, noise, alpha=m.out_noise)
-            if m.adc_bits > 0:
-                r_adc_t = (self.output_range if learn_adc else self.output_range.detach()).abs() + 1e-12
-                z5 = range_quantize(z5, r_adc_t, bits_levels(m.adc_bits), learn_range=learn_adc)
-            coef = self._coef(w_scale, alpha, plane_coef)  # (P, T, S, N)
-            fac = coef.unsqueeze(1) * _ps(r, 5, lead=1)  # (P, B|1, T, S, N)
-            fac = fac.view(*fac.shape, *([1] * n_sp))
-            bias = self.bias.view(1, -1, *([1] * n_sp)) if self.bias is not None else None
-            if single:
-                z = z5.reshape(bsz, self.n_out, *z5.shape[5:])
-                f = fac.reshape(fac.shape[1], self.n_out, *fac.shape[5:])
-                y = torch.addcmul(bias, z, f) if bias is not None else z * f
-            else:
-                y = (z5 * fac).sum(dim=(0, 2, 3))  # (B, N, *sp)
-                if bias is not None:
-                    y = y + bias
-        if m.pair == WeightPair.OFFSET:
-            sx = self._tile_input_sums(x_dig)  # (B, T, *sp)
-            off = torch.einsum("bt...,tn->bn...", sx, self._offset_coef(w_scale, alpha))
-            y = y + off * _ps(u_dig * r, off.dim())
-        return y
-
-    # overridden by subclasses
     def _tiled_partial_sums(self, x_rep: Tensor, a: Tensor, n_planes: int, bsz: int) -> tuple[Tensor, Tensor]:
         """All partial sums: ``(z, z5)`` with ``z`` the op's output tensor and ``z5`` its view
         ``(P, B, T, S, N, *spatial)``."""
@@ -624,52 +331,55 @@ class AnalogLayer(nn.Module):
     def _tile_input_sums(self, xn: Tensor) -> Tensor:
         raise NotImplementedError
 
+    # ------------------------------------------------------------------ compat accessors (geometry)
+
+    @property
+    def n_tiles(self) -> int:
+        return self.geometry.n_tiles
+
+    @property
+    def rows(self) -> int:
+        return self.geometry.rows
+
+    @property
+    def n_out(self) -> int:
+        return self.geometry.n_out
+
+    @property
+    def n_in(self) -> int:
+        return self.geometry.n_in
+
+    @property
+    def ksz(self) -> int:
+        return self.geometry.ksz
+
     def extra_repr(self) -> str:
-        m = self.mapping
+        m, g = self.mapping, self.geometry
+        base = self._source_cls.extra_repr(self)
         return (
-            f"{self.n_in}x{self.ksz}->{self.n_out}, tiles={self.n_tiles}x{self.rows} rows, "
+            f"{base}; analog: {g.n_in}x{g.ksz}->{g.n_out}, tiles={g.n_tiles}x{g.rows} rows, "
             f"slices={self.n_slices}, dac={m.dac_bits}b/{m.dac_range_mode.value}, "
             f"adc={m.adc_bits}b/{m.adc_range_mode.value}, programmed={self.programmed}, t={self.t_seconds:g}s"
         )
 
-    def to_digital(self) -> nn.Module:  # overridden
-        raise NotImplementedError
 
-
-def _per_sample(v: Any) -> bool:
-    return isinstance(v, Tensor) and v.dim() > 0
-
-
-def _ps(v: Any, ndim: int, lead: int = 0) -> Any:
-    """A per-sample ``(B,)`` factor viewed to broadcast over ``ndim`` dims with the batch at ``lead``."""
-    if not _per_sample(v):
-        return v
-    return v.view(*([1] * lead), -1, *([1] * (ndim - lead - 1)))
-
-
-class AnalogLinear(AnalogLayer):
+class _LinearAnalog(AnalogLayer):
     """``nn.Linear`` on analog tiles (inputs ``(..., in_features)``)."""
 
     kind = "linear"
 
-    def __init__(self, linear: nn.Linear, mapping: MappingConfig, device: DeviceConfig) -> None:
-        super().__init__(linear.weight, linear.bias, mapping, device)
-        self.in_features = linear.in_features
-        self.out_features = linear.out_features
-        self._lead: tuple[int, ...] = ()
+    def _prepare_input(self, x: Tensor) -> tuple[Tensor, Any]:
+        return x.reshape(-1, x.shape[-1]), tuple(x.shape[:-1])
 
-    def _prepare_input(self, x: Tensor) -> Tensor:
-        self._lead = tuple(x.shape[:-1])
-        return x.reshape(-1, x.shape[-1])
-
-    def _finish_output(self, y: Tensor) -> Tensor:
-        return y.reshape(*self._lead, self.out_features)
+    def _finish_output(self, y: Tensor, lead: Any) -> Tensor:
+        return y.reshape(*lead, self.geometry.n_out)
 
     def _tiled_partial_sums(self, x_rep: Tensor, a: Tensor, n_planes: int, bsz: int) -> tuple[Tensor, Tensor]:
-        t, r, s, n = self.n_tiles, self.rows, self.n_slices, self.n_out
+        g = self.geometry
+        t, r, s, n = g.n_tiles, g.rows, self.n_slices, g.n_out
         pb = x_rep.shape[0]
-        if self.n_in_pad > self.n_in:
-            x_rep = F.pad(x_rep, (0, self.n_in_pad - self.n_in))
+        if g.n_in_pad > g.n_in:
+            x_rep = F.pad(x_rep, (0, g.n_in_pad - g.n_in))
         a_l = a.permute(1, 2, 0, 3).reshape(t, r, s * n)  # (T, R, S*N)
         if t == 1:
             z = torch.matmul(x_rep, a_l[0])  # (PB, S*N)
@@ -680,54 +390,35 @@ class AnalogLinear(AnalogLayer):
         return z, z5
 
     def _tile_input_sums(self, xn: Tensor) -> Tensor:
-        if self.n_in_pad > self.n_in:
-            xn = F.pad(xn, (0, self.n_in_pad - self.n_in))
-        return xn.reshape(xn.shape[0], self.n_tiles, self.rows).sum(-1)  # (B, T)
-
-    def to_digital(self) -> nn.Linear:
-        lin = nn.Linear(self.in_features, self.out_features, bias=self.bias is not None)
-        lin = lin.to(device=self.weight.device, dtype=self.weight.dtype)
-        with torch.no_grad():
-            lin.weight.copy_(self.weight)
-            if self.bias is not None:
-                lin.bias.copy_(self.bias)
-        return lin
+        g = self.geometry
+        if g.n_in_pad > g.n_in:
+            xn = F.pad(xn, (0, g.n_in_pad - g.n_in))
+        return xn.reshape(xn.shape[0], g.n_tiles, g.rows).sum(-1)  # (B, T)
 
 
-class _AnalogConvNd(AnalogLayer):
+class _ConvAnalog(AnalogLayer):
     """Shared code of the analog convolutions (``groups == 1``)."""
 
     _nd = 2
 
-    def __init__(self, conv: nn.Conv1d | nn.Conv2d, mapping: MappingConfig, device: DeviceConfig) -> None:
-        if conv.groups != 1:
-            raise ConfigError(f"groups: {conv.groups} is not supported on analog tiles; allowed: 1")
-        super().__init__(conv.weight, conv.bias, mapping, device)
-        self.in_channels = conv.in_channels
-        self.out_channels = conv.out_channels
-        self.kernel_size = tuple(conv.kernel_size)
-        self.stride = tuple(conv.stride)
-        self.dilation = tuple(conv.dilation)
-        self.padding_mode = conv.padding_mode
-        self.padding = conv.padding if isinstance(conv.padding, str) else tuple(conv.padding)
-        self._rev_pad = tuple(conv._reversed_padding_repeated_twice) if conv.padding_mode != "zeros" else ()
-        self._conv = F.conv1d if self._nd == 1 else F.conv2d
+    def _conv_fn(self) -> Any:
+        return F.conv1d if self._nd == 1 else F.conv2d
 
-    def _prepare_input(self, x: Tensor) -> Tensor:
+    def _prepare_input(self, x: Tensor) -> tuple[Tensor, Any]:
         if self.padding_mode != "zeros":
-            x = F.pad(x, self._rev_pad, mode=self.padding_mode)
-        return x
+            x = F.pad(x, self._reversed_padding_repeated_twice, mode=self.padding_mode)
+        return x, None
 
     def _pad_arg(self) -> Any:
         return 0 if self.padding_mode != "zeros" else self.padding
 
     def _digital_op(self, x: Tensor, w: Tensor, b: Tensor | None) -> Tensor:
-        return self._conv(x, w, b, self.stride, self._pad_arg(), self.dilation)
+        return self._conv_fn()(x, w, b, self.stride, self._pad_arg(), self.dilation)
 
     def _pad_channels(self, x: Tensor) -> Tensor:
-        if self.n_in_pad > self.n_in:
-            pad = [0, 0] * self._nd + [0, self.n_in_pad - self.n_in]
-            x = F.pad(x, pad)
+        g = self.geometry
+        if g.n_in_pad > g.n_in:
+            x = F.pad(x, [0, 0] * self._nd + [0, g.n_in_pad - g.n_in])
         return x
 
     def _route(self) -> ConvRoute:
@@ -739,54 +430,47 @@ class _AnalogConvNd(AnalogLayer):
         return r
 
     def _tiled_partial_sums(self, x_rep: Tensor, a: Tensor, n_planes: int, bsz: int) -> tuple[Tensor, Tensor]:
-        t, s, n = self.n_tiles, self.n_slices, self.n_out
+        g = self.geometry
+        t, s, n = g.n_tiles, self.n_slices, g.n_out
         x_rep = self._pad_channels(x_rep)
         if self._route() == ConvRoute.UNFOLD:
             cols = F.unfold(x_rep, self.kernel_size, self.dilation, self._pad_arg(), self.stride)  # (PB, C*k, L)
             pb, _, nl = cols.shape
-            a_u = a.permute(1, 0, 3, 2).reshape(t, s * n, self.rows)  # (T, S*N, R)
-            z = torch.matmul(a_u, cols.view(pb, t, self.rows, nl))  # (PB, T, S*N, L)
-            out_hw = _conv_out_size(x_rep.shape[2:], self.kernel_size, self.stride, self._pad_arg(), self.dilation)
-            z5 = z.view(n_planes, bsz, t, s, n, *out_hw)
-            return z, z5
-        w = a.permute(1, 0, 3, 2).reshape(t * s * n, self.ch_per_tile, *self.kernel_size)  # (T*S*N, Cg, *k)
-        z = self._conv(x_rep, w, None, self.stride, self._pad_arg(), self.dilation, t)  # (PB, T*S*N, *sp)
-        z5 = z.view(n_planes, bsz, t, s, n, *z.shape[2:])
-        return z, z5
+            a_u = a.permute(1, 0, 3, 2).reshape(t, s * n, g.rows)  # (T, S*N, R)
+            z = torch.matmul(a_u, cols.view(pb, t, g.rows, nl))  # (PB, T, S*N, L)
+            out_hw = conv_out_size(x_rep.shape[2:], self.kernel_size, self.stride, self._pad_arg(), self.dilation)
+            return z, z.view(n_planes, bsz, t, s, n, *out_hw)
+        w = a.permute(1, 0, 3, 2).reshape(t * s * n, g.ch_per_tile, *self.kernel_size)  # (T*S*N, Cg, *k)
+        z = self._conv_fn()(x_rep, w, None, self.stride, self._pad_arg(), self.dilation, t)  # (PB, T*S*N, *sp)
+        return z, z.view(n_planes, bsz, t, s, n, *z.shape[2:])
 
     def _out_numel_per_sample(self, x: Tensor) -> int:
         pad = self._pad_arg()
         if pad == "same":
             return int(math.prod(x.shape[2:]))
-        return int(math.prod(_conv_out_size(x.shape[2:], self.kernel_size, self.stride, pad, self.dilation)))
+        return int(math.prod(conv_out_size(x.shape[2:], self.kernel_size, self.stride, pad, self.dilation)))
 
     def _tile_input_sums(self, xn: Tensor) -> Tensor:
+        g = self.geometry
         xn = self._pad_channels(xn)
-        ones = torch.ones(self.n_tiles, self.ch_per_tile, *self.kernel_size, device=xn.device, dtype=xn.dtype)
-        return self._conv(xn, ones, None, self.stride, self._pad_arg(), self.dilation, self.n_tiles)
-
-    def to_digital(self) -> nn.Module:
-        cls = nn.Conv1d if self._nd == 1 else nn.Conv2d
-        conv = cls(
-            self.in_channels,
-            self.out_channels,
-            self.kernel_size,
-            stride=self.stride,
-            padding=self.padding,
-            dilation=self.dilation,
-            bias=self.bias is not None,
-            padding_mode=self.padding_mode,
-        ).to(device=self.weight.device, dtype=self.weight.dtype)
-        with torch.no_grad():
-            conv.weight.copy_(self.weight)
-            if self.bias is not None:
-                conv.bias.copy_(self.bias)
-        return conv
+        ones = torch.ones(g.n_tiles, g.ch_per_tile, *self.kernel_size, device=xn.device, dtype=xn.dtype)
+        return self._conv_fn()(xn, ones, None, self.stride, self._pad_arg(), self.dilation, g.n_tiles)
 
 
-def _conv_out_size(
+class _Conv1dAnalog(_ConvAnalog):
+    kind = "conv1d"
+    _nd = 1
+
+
+class _Conv2dAnalog(_ConvAnalog):
+    kind = "conv2d"
+    _nd = 2
+
+
+def conv_out_size(
     size: torch.Size, kernel: tuple[int, ...], stride: tuple[int, ...], padding: Any, dilation: tuple[int, ...]
 ) -> tuple[int, ...]:
+    """Spatial output size of a convolution."""
     if padding == "valid":
         padding = 0
     pad = padding if isinstance(padding, tuple) else (padding,) * len(kernel)
@@ -795,15 +479,36 @@ def _conv_out_size(
     )
 
 
-class AnalogConv1d(_AnalogConvNd):
-    """``nn.Conv1d`` (``groups == 1``) on analog tiles."""
-
-    kind = "conv1d"
-    _nd = 1
+_CLASSES: dict[type[nn.Module], type[AnalogLayer]] = {}
 
 
-class AnalogConv2d(_AnalogConvNd):
-    """``nn.Conv2d`` (``groups == 1``) on analog tiles."""
+def analog_class(src: type[nn.Module]) -> type[AnalogLayer]:
+    """The analog class for digital layer class ``src`` (made once and cached): a subclass of the
+    layer-type mixin and of ``src`` itself."""
+    if src in _CLASSES:
+        return _CLASSES[src]
+    if issubclass(src, AnalogLayer):
+        raise ConfigError(f"{src.__name__} is already analog")
+    if issubclass(src, nn.Linear):
+        mixin: type[AnalogLayer] = _LinearAnalog
+    elif issubclass(src, nn.Conv2d):
+        mixin = _Conv2dAnalog
+    elif issubclass(src, nn.Conv1d):
+        mixin = _Conv1dAnalog
+    else:
+        raise ConfigError(f"analog.convert: {src.__name__} is not an nn.Linear / nn.Conv1d / nn.Conv2d layer")
+    cls = type(f"Analog{src.__name__}", (mixin, src), {"_source_cls": src, "__module__": __name__})
+    _CLASSES[src] = cls
+    return cls
 
-    kind = "conv2d"
-    _nd = 2
+
+AnalogLinear = analog_class(nn.Linear)
+AnalogConv1d = analog_class(nn.Conv1d)
+AnalogConv2d = analog_class(nn.Conv2d)
+
+
+def analog_layers(model: nn.Module) -> Iterator[tuple[str, AnalogLayer]]:
+    """``(qualified name, layer)`` for every analog layer in ``model``."""
+    for name, mod in model.named_modules():
+        if isinstance(mod, AnalogLayer):
+            yield name, mod

@@ -14,8 +14,10 @@ from typing import Any
 
 import torch
 
-from cimkit.analog.convert import analog_layers, calibrate, convert, drift, program, resolve_device, resolve_mapping
-from cimkit.analog.hwa import ClipKind, HWAConfig, NoiseKind, clip_hook, set_hwa
+from cimkit.analog.calibration import calibrate
+from cimkit.analog.config import ClipKind, HWAConfig, NoiseKind, resolve_device, resolve_mapping
+from cimkit.analog.convert import analog_layers, convert, drift, program
+from cimkit.analog.hwa import clip_hook, set_hwa
 from cimkit.analog.mapping import Compensation, RangeMode
 from cimkit.config import Config, check_range
 from cimkit.errors import ConfigError

@@ -3,7 +3,7 @@ integer / ONNX export.
 
 >>> from cimkit.quant import QuantConfig, quantize_, calibrate, account
 >>> quantize_(model, QuantConfig(w_bits=4, a_bits=4, overrides={"@first": {"w_bits": 8}}))
->>> calibrate(model, batches)            # PTQ; or fine-tune the model for QAT
+>>> calibrate(model, batches)            # PTQ; or fine-tune the model for QAT; freeze_(model) after
 >>> reestimate_bn_(model, batches)       # optional, BN not folded: BatchNorm statistics of the quantized model
 >>> account(model, x[:1]).total          # params, size_bytes, macs, bops, weight_bits, ...
 
@@ -16,6 +16,7 @@ from cimkit.quant.api import (
     calibrate,
     convert_,
     dequantize_,
+    freeze_,
     layer_bits,
     quantizable_layers,
     quantize_,
@@ -39,9 +40,39 @@ from cimkit.quant.onnx_export import export_onnx
 from cimkit.quant.quantizers import ActQuantizer, WeightQuantizer
 
 __all__ = [
-    "QUANT_PRESETS", "ActQuantizer", "CostReport", "FoldedBN", "Observer", "ObserverKind", "QuantConfig",
-    "QuantConv1d", "QuantConv2d", "QuantLayer", "QuantLinear", "WMode", "WeightQuantizer", "account",
-    "as_quant_config", "batchnorm_layers", "calibrate", "convert_", "dequantize", "dequantize_", "export_onnx", "export_quantized",
-    "fake_quantize", "fake_quantize_weight", "fold_bn_", "layer_bits", "load_quantized", "qparams_from_range",
-    "qrange", "quantizable_layers", "quantize", "quantize_", "quantized_layers", "reestimate_bn_",
+    "QUANT_PRESETS",
+    "ActQuantizer",
+    "CostReport",
+    "FoldedBN",
+    "Observer",
+    "ObserverKind",
+    "QuantConfig",
+    "QuantConv1d",
+    "QuantConv2d",
+    "QuantLayer",
+    "QuantLinear",
+    "WMode",
+    "WeightQuantizer",
+    "account",
+    "as_quant_config",
+    "batchnorm_layers",
+    "calibrate",
+    "convert_",
+    "dequantize",
+    "dequantize_",
+    "export_onnx",
+    "export_quantized",
+    "fake_quantize",
+    "fake_quantize_weight",
+    "fold_bn_",
+    "freeze_",
+    "layer_bits",
+    "load_quantized",
+    "qparams_from_range",
+    "qrange",
+    "quantizable_layers",
+    "quantize",
+    "quantize_",
+    "quantized_layers",
+    "reestimate_bn_",
 ]  # fmt: skip

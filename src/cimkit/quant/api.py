@@ -1,4 +1,4 @@
-"""The one verb and its companions: ``quantize_``, ``calibrate``, ``convert_``, ``dequantize_``.
+"""The one verb and its companions: ``quantize_``, ``calibrate``, ``freeze_``, ``dequantize_``.
 
 ::
 
@@ -6,40 +6,39 @@
     quantize_(model, QuantConfig(w_bits=4, a_bits=4, overrides={"@first": {"w_bits": 8}}))
     calibrate(model, batches)                        # PTQ: observe ranges on a few batches
     fit(model, loader, train_cfg)                    # QAT: fine-tune the fake-quantized model
-    convert_(model)                                  # freeze weight grids (export reads them)
+    freeze_(model)                                   # freeze weight grids (export reads them)
     dequantize_(model)                               # back to the float layers
+
+``quantize_`` is also reachable as ``cimkit.apply_(model, QuantConfig(...))`` (the transform
+registered for :class:`QuantConfig`), and ``cimkit.undo_`` undoes it like every other transform.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any
 
 import torch
 from torch import nn
 
 from cimkit.errors import ConfigError, DataError
+from cimkit.nn.transform import register_transform
+from cimkit.nn.walk import FilterFn, select, set_module
 from cimkit.quant.config import QuantConfig, as_quant_config
-from cimkit.quant.layers import QUANT_CLASSES, QuantLayer, is_quantizable
+from cimkit.quant.layers import FLOAT_TYPES, QuantLayer
 from cimkit.quant.quantizers import ActQuantizer
 
 log = logging.getLogger("cimkit.quant")
 
-FilterFn = Callable[[str, nn.Module], bool]
+_set_module = set_module  # the shared one (cimkit.nn.walk)
 
 
 def quantizable_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    """``(name, module)`` of every ``nn.Linear``/``nn.Conv1d``/``nn.Conv2d`` (exact types) and every
-    cimkit quantized layer, in module registration order (``named_modules``), which is the forward
-    order for Sequential-style models."""
-    return [(n, m) for n, m in model.named_modules() if is_quantizable(m)]
-
-
-def _set_module(model: nn.Module, name: str, new: nn.Module) -> None:
-    parent_name, _, child = name.rpartition(".")
-    parent = model.get_submodule(parent_name) if parent_name else model
-    setattr(parent, child, new)
+    """``(name, module)`` of every ``nn.Linear``/``nn.Conv1d``/``nn.Conv2d`` (subclasses included:
+    quantized, parametrized or analog layers are found too), in module registration order
+    (``named_modules``), which is the forward order for Sequential-style models."""
+    return [(r.name, r.module) for r in select(model, FLOAT_TYPES)]
 
 
 def quantize_(
@@ -57,21 +56,45 @@ def quantize_(
     Activation quantizers initialize lazily; call :func:`calibrate` for proper ranges.
     """
     cfg = as_quant_config(config)
-    layers = quantizable_layers(model)
+    layers = select(model, FLOAT_TYPES)
     if not layers:
         raise ConfigError("quantize_: the model has no nn.Linear / nn.Conv1d / nn.Conv2d layers")
-    for i, (name, mod) in enumerate(layers):
+    for ref in layers:
+        name, mod = ref.name, ref.module
         if filter_fn is not None and not filter_fn(name, mod):
             continue
-        lc = cfg.for_layer(name, index=i, count=len(layers))
+        lc = cfg.for_layer(name, index=ref.index, count=ref.count)
         if lc is None:
             continue
+        if isinstance(mod, QuantLayer) and type(mod).unwrap is not QuantLayer.unwrap:
+            raise ConfigError(
+                f"quantize_: layer '{name}' is already mapped by another transform ({type(mod).__name__}); "
+                f"quantize before mapping onto crossbars"
+            )
         base = mod.to_float() if isinstance(mod, QuantLayer) else mod
-        new = QUANT_CLASSES[type(base)].from_float(base, lc)
+        _check_layer(name, base)
+        new = QuantLayer.from_float(base, lc)
         if name == "":
             return new  # type: ignore[return-value]
-        _set_module(model, name, new)  # type: ignore[arg-type]
+        set_module(model, name, new)  # type: ignore[arg-type]
     return model
+
+
+def _check_layer(name: str, mod: nn.Module) -> None:
+    """A layer quantization can handle: weights with at least one element, all finite."""
+    w = mod.weight
+    if w.numel() == 0:
+        raise ConfigError(
+            f"quantize_: layer '{name or type(mod).__name__}' has an empty weight {tuple(w.shape)}; "
+            f"a layer with no inputs or outputs cannot be quantized (skip it with skip = ['{name}'])"
+        )
+    if not bool(torch.isfinite(w).all()):
+        raise ConfigError(f"quantize_: layer '{name or type(mod).__name__}' has NaN or infinite weights")
+
+
+@register_transform(QuantConfig, "quantize", "fake-quantize weights and input activations (QuantConfig)")
+def _quantize_transform(model: nn.Module, config: QuantConfig, filter_fn: FilterFn | None = None) -> nn.Module:
+    return quantize_(model, config, filter_fn)
 
 
 def dequantize_(model: nn.Module) -> nn.Module:
@@ -81,7 +104,7 @@ def dequantize_(model: nn.Module) -> nn.Module:
         return model.to_float()
     for name, mod in list(model.named_modules()):
         if isinstance(mod, QuantLayer):
-            _set_module(model, name, mod.to_float())
+            set_module(model, name, mod.to_float())
     return model
 
 
@@ -134,12 +157,15 @@ def calibrate(model: nn.Module, batches: Iterable[Any], *, max_batches: int | No
 
 
 @torch.no_grad()
-def convert_(model: nn.Module) -> nn.Module:
+def freeze_(model: nn.Module) -> nn.Module:
     """Freeze every weight quantizer's grid at its current value (after PTQ/QAT). The forward is
     unchanged; later weight updates keep the frozen scales. Returns ``model``."""
     for _, m in quantized_layers(model):
         m.w_quant.freeze(m.weight)
     return model
+
+
+convert_ = freeze_  # the former name (``analog.convert`` swaps modules; this one freezes grids)
 
 
 def layer_bits(model: nn.Module) -> dict[str, tuple[int, int | None]]:

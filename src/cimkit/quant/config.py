@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
-import fnmatch
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
 from cimkit.config import Config, as_enum, check_range
 from cimkit.errors import ConfigError, did_you_mean
+from cimkit.nn.walk import FIRST, LAST, LayerRef, matches
 from cimkit.quant.observers import ObserverKind
 from cimkit.registry import Registry
 
@@ -31,7 +31,6 @@ _LAYER_FIELDS = (
     "w_observer", "percentile", "lsq",
 )  # fmt: skip
 
-FIRST, LAST = "@first", "@last"  # pattern aliases for the first / last quantizable layer
 
 
 @dataclass
@@ -130,11 +129,10 @@ class QuantConfig(Config):
 
     @staticmethod
     def _matches(pattern: str, name: str, index: int | None, count: int | None) -> bool:
-        if pattern == FIRST:
-            return index == 0
-        if pattern == LAST:
-            return index is not None and count is not None and index == count - 1
-        return fnmatch.fnmatchcase(name, pattern)
+        ref = LayerRef(name, None, -1 if index is None else index, -1 if count is None else count)  # type: ignore[arg-type]
+        if pattern in (FIRST, LAST) and (index is None or count is None):
+            return False
+        return matches(pattern, ref)
 
     def is_skipped(self, name: str, index: int | None = None, count: int | None = None) -> bool:
         """Whether layer ``name`` (at ``index`` of ``count`` quantizable layers) stays float."""

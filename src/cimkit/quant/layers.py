@@ -13,10 +13,12 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from cimkit.quant.config import QuantConfig
+from cimkit.errors import ConfigError
+from cimkit.quant.config import QuantConfig, WMode
 from cimkit.quant.quantizers import ActQuantizer, WeightQuantizer
 
 _QUANT_ATTRS = ("quant_config", "w_quant", "a_quant")
@@ -29,7 +31,16 @@ def _shallow_state(mod: nn.Module) -> dict[str, Any]:
 
 
 class QuantLayer:
-    """Mixin of the quantized layers (use ``isinstance(m, QuantLayer)``)."""
+    """Mixin of the quantized layers (use ``isinstance(m, QuantLayer)``).
+
+    A quantized layer is an instance of a subclass of the layer it was made from (``QuantLinear``
+    for ``nn.Linear``; for any other ``nn.Linear`` / ``nn.Conv*`` subclass, e.g. one carrying a
+    ``torch.nn.utils.parametrize`` parametrization, a subclass is made on the fly), so code that reads
+    ``in_features`` or a parametrized ``weight`` keeps working and later transforms still find it.
+    Weight-side protocol read by compute-side transforms (analog crossbars): :meth:`transformed_weight`
+    (the fake-quantized weight), :meth:`transformed_input` (the activation quantizer) and
+    :meth:`weight_grid` (scale and levels of the weight grid).
+    """
 
     float_cls: type[nn.Module]
     quant_config: QuantConfig
@@ -39,19 +50,29 @@ class QuantLayer:
 
     @classmethod
     def from_float(cls, mod: nn.Module, cfg: QuantConfig) -> QuantLayer:
-        """Quantized twin of ``mod`` (sharing its parameters); ``cfg`` is the resolved layer config."""
-        if type(mod) is not cls.float_cls:
+        """Quantized twin of ``mod`` (sharing its parameters); ``cfg`` is the resolved layer config.
+
+        Called on ``QuantLayer`` (or any quantized class) it picks the class for ``type(mod)``."""
+        if isinstance(mod, QuantLayer):
+            raise TypeError(f"{type(mod).__name__} is already quantized; unwrap it first")
+        qcls = quant_class(type(mod))
+        if cls is not QuantLayer and not issubclass(qcls, cls):
             raise TypeError(f"{cls.__name__}.from_float expects {cls.float_cls.__name__}, got {type(mod).__name__}")
-        q = cls.__new__(cls)
+        q = qcls.__new__(qcls)
         q.__dict__.update(_shallow_state(mod))
         q.quant_config = cfg
-        q.w_quant = WeightQuantizer(cfg, mod.weight)  # type: ignore[arg-type]
-        dev = mod.weight.device  # type: ignore[union-attr]
+        q.w_quant = WeightQuantizer(cfg, _raw_weight(mod))
+        dev = _raw_weight(mod).device
         q.register_module("a_quant", ActQuantizer(cfg, device=dev) if cfg.a_bits is not None else None)
         return q
 
     def to_float(self) -> nn.Module:
         """The float layer back, with the same parameters, attributes and hooks."""
+        if type(self).unwrap is not QuantLayer.unwrap:
+            raise ConfigError(
+                f"{type(self).__name__} carries another transform on top of quantization (e.g. analog "
+                f"crossbars); undo that first (cimkit.analog.to_digital or cimkit.undo_)"
+            )
         f = self.float_cls.__new__(self.float_cls)
         state = _shallow_state(self)  # type: ignore[arg-type]
         for k in _QUANT_ATTRS:
@@ -60,6 +81,10 @@ class QuantLayer:
             state["_modules"].pop(k, None)
         f.__dict__.update(state)
         return f
+
+    def unwrap(self) -> nn.Module:
+        """The transform protocol (:mod:`cimkit.nn.transform`): the float layer."""
+        return self.to_float()
 
     @property
     def w_bits(self) -> int:
@@ -73,6 +98,25 @@ class QuantLayer:
         """The fake-quantized weight this layer computes with."""
         return self.w_quant(self.weight)
 
+    def transformed_weight(self) -> Tensor:
+        """The weight this layer computes with (weight-side protocol): the fake-quantized weight."""
+        return self.w_quant(self.weight)
+
+    def transformed_input(self, x: Tensor) -> Tensor:
+        """The layer's input as this layer computes with it: through the activation quantizer."""
+        return x if self.a_quant is None else self.a_quant(x)
+
+    def weight_grid(self) -> tuple[Tensor, int]:
+        """``(step, levels)``: the quantized weight of output channel ``c`` is ``k · step[c]`` with
+        integer ``|k| <= levels`` (``step`` has shape ``(C,)`` or ``(1,)``). Affine grids give their
+        scale and the largest ``|code - zero_point|``; binary/ternary give ``α`` and 1."""
+        _, scale, zp = self.w_quant.qparams(self.weight)
+        wq = self.w_quant
+        if wq.mode is not WMode.AFFINE:
+            return scale.reshape(-1), 1
+        span = torch.maximum((wq.qmax - zp).abs(), (wq.qmin - zp).abs())  # (C,)
+        return scale.reshape(-1), int(span.max())
+
     def _quant_input(self, x: Tensor) -> Tensor:
         return x if self.a_quant is None else self.a_quant(x)
 
@@ -81,25 +125,33 @@ class QuantLayer:
         return f"{base}, {self.quant_config.label()}"
 
 
-class QuantLinear(QuantLayer, nn.Linear):
+def _raw_weight(mod: nn.Module) -> Tensor:
+    w = mod.weight
+    if not isinstance(w, Tensor):
+        raise ConfigError(f"{type(mod).__name__} has no weight tensor to quantize")
+    return w
+
+
+class _LinearOps:
+    def forward(self, x: Tensor) -> Tensor:
+        return F.linear(self.transformed_input(x), self.w_quant(self.weight), self.bias)  # type: ignore[attr-defined]
+
+
+class _ConvOps:
+    def forward(self, x: Tensor) -> Tensor:
+        return self._conv_forward(self.transformed_input(x), self.w_quant(self.weight), self.bias)  # type: ignore[attr-defined]
+
+
+class QuantLinear(QuantLayer, _LinearOps, nn.Linear):
     float_cls = nn.Linear
 
-    def forward(self, x: Tensor) -> Tensor:
-        return F.linear(self._quant_input(x), self.w_quant(self.weight), self.bias)
 
-
-class QuantConv1d(QuantLayer, nn.Conv1d):
+class QuantConv1d(QuantLayer, _ConvOps, nn.Conv1d):
     float_cls = nn.Conv1d
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self._conv_forward(self._quant_input(x), self.w_quant(self.weight), self.bias)
 
-
-class QuantConv2d(QuantLayer, nn.Conv2d):
+class QuantConv2d(QuantLayer, _ConvOps, nn.Conv2d):
     float_cls = nn.Conv2d
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self._conv_forward(self._quant_input(x), self.w_quant(self.weight), self.bias)
 
 
 QUANT_CLASSES: dict[type[nn.Module], type[QuantLayer]] = {
@@ -107,12 +159,30 @@ QUANT_CLASSES: dict[type[nn.Module], type[QuantLayer]] = {
     nn.Conv1d: QuantConv1d,
     nn.Conv2d: QuantConv2d,
 }
-FLOAT_TYPES = tuple(QUANT_CLASSES)
+FLOAT_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d)
+
+
+def quant_class(src: type[nn.Module]) -> type[QuantLayer]:
+    """The quantized class for layer class ``src``: ``QuantLinear`` for ``nn.Linear``; for a subclass
+    of ``nn.Linear`` / ``nn.Conv1d`` / ``nn.Conv2d`` a subclass of it made once and cached."""
+    if src in QUANT_CLASSES:
+        return QUANT_CLASSES[src]
+    if issubclass(src, QuantLayer):
+        raise TypeError(f"{src.__name__} is already quantized")
+    ops = _LinearOps if issubclass(src, nn.Linear) else _ConvOps if issubclass(src, (nn.Conv1d, nn.Conv2d)) else None
+    if ops is None:
+        raise ConfigError(f"quantize_: {src.__name__} is not an nn.Linear / nn.Conv1d / nn.Conv2d layer")
+    cls = type(f"Quant{src.__name__}", (QuantLayer, ops, src), {"float_cls": src, "__module__": __name__})
+    QUANT_CLASSES[src] = cls  # type: ignore[assignment]
+    return cls  # type: ignore[return-value]
 
 
 def is_quantizable(m: nn.Module) -> bool:
-    """A float Linear/Conv1d/Conv2d (exact type) or a cimkit quantized layer."""
-    return type(m) in QUANT_CLASSES or isinstance(m, QuantLayer)
+    """An ``nn.Linear`` / ``nn.Conv1d`` / ``nn.Conv2d`` (or subclass) or a cimkit quantized layer."""
+    return isinstance(m, (FLOAT_TYPES, QuantLayer))
 
 
-__all__ = ["FLOAT_TYPES", "QUANT_CLASSES", "QuantConv1d", "QuantConv2d", "QuantLayer", "QuantLinear", "is_quantizable"]
+__all__ = [
+    "FLOAT_TYPES", "QUANT_CLASSES", "QuantConv1d", "QuantConv2d", "QuantLayer", "QuantLinear", "is_quantizable",
+    "quant_class",
+]  # fmt: skip

@@ -1,0 +1,104 @@
+"""Transforms: one verb shape for every concern, dispatched on the config's type.
+
+``apply_(model, config, filter_fn=None)`` looks up the handler registered for ``type(config)``
+(``QuantConfig`` -> quantization, ``AnalogConfig`` -> crossbar mapping, ...) and applies it in
+place, returning the model (or the new module when ``model`` itself was a single layer). A concern
+registers its handler with :func:`register_transform`; a third-party package does the same.
+
+Transformed layers follow one protocol so that transforms stack and undo: a transformed layer
+has ``unwrap() -> nn.Module``, giving the layer one level down with the same parameters (a
+quantized layer gives its float layer; an analog layer gives the digital layer it computes,
+quantized or not). :func:`undo_` unwraps every layer of a model down to plain PyTorch modules, so
+``undo_(apply_(apply_(m, QuantConfig()), AnalogConfig()))`` has ``m``'s ``state_dict`` again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Protocol, runtime_checkable
+
+from torch import nn
+
+from cimkit.errors import ConfigError
+from cimkit.nn.walk import FilterFn, set_module
+from cimkit.plugins import load_plugins
+from cimkit.registry import Registry
+
+__all__ = ["TRANSFORMS", "Transformed", "apply_", "is_transformed", "register_transform", "undo_", "unwrap_all"]
+
+Handler = Callable[..., nn.Module]
+
+
+@runtime_checkable
+class Transformed(Protocol):
+    """A layer made by a transform; ``unwrap()`` returns the layer it was made from."""
+
+    def unwrap(self) -> nn.Module: ...
+
+
+class _Entry:
+    def __init__(self, config_cls: type, handler: Handler, name: str) -> None:
+        self.config_cls, self.handler, self.name = config_cls, handler, name
+
+
+# name -> handler entry; the name is the config's short name ("quantize", "analog", ...)
+TRANSFORMS: Registry[_Entry] = Registry("transform")
+
+
+def register_transform(config_cls: type, name: str, description: str = "") -> Callable[[Handler], Handler]:
+    """Decorator: ``@register_transform(QuantConfig, "quantize", "...")`` on
+    ``handler(model, config, filter_fn=None) -> model``."""
+
+    def deco(fn: Handler) -> Handler:
+        TRANSFORMS.add(name, _Entry(config_cls, fn, name), description or (fn.__doc__ or "").strip().split("\n")[0])
+        return fn
+
+    return deco
+
+
+def _handler_for(config: Any) -> _Entry:
+    for cls in type(config).__mro__:
+        for name in TRANSFORMS:
+            e = TRANSFORMS.get(name)
+            if e.config_cls is cls:
+                return e
+    if load_plugins():  # a concern not imported yet may register it
+        return _handler_for(config)
+    known = ", ".join(TRANSFORMS.get(n).config_cls.__name__ for n in TRANSFORMS)
+    raise ConfigError(f"apply_: no transform is registered for {type(config).__name__}; known configs: {known}")
+
+
+def apply_(model: nn.Module, config: Any, filter_fn: FilterFn | None = None) -> nn.Module:
+    """Apply the transform registered for ``type(config)`` to ``model`` in place; returns it."""
+    return _handler_for(config).handler(model, config, filter_fn=filter_fn)
+
+
+def is_transformed(module: nn.Module) -> bool:
+    """Whether ``module`` is a layer made by a transform (it has ``unwrap``)."""
+    return callable(getattr(module, "unwrap", None)) and isinstance(module, nn.Module)
+
+
+def unwrap_all(module: nn.Module) -> nn.Module:
+    """Unwrap ``module`` until it is a plain layer (same parameters)."""
+    seen = 0
+    while is_transformed(module):
+        module = module.unwrap()  # type: ignore[attr-defined]
+        seen += 1
+        if seen > 64:  # pragma: no cover - a broken unwrap() returning itself
+            raise ConfigError(f"undo_: {type(module).__name__}.unwrap() does not terminate")
+    return module
+
+
+def undo_(model: nn.Module) -> nn.Module:
+    """Replace every transformed layer of ``model`` by the plain layer it was made from, in place;
+    returns ``model`` (or the plain layer when ``model`` itself was transformed)."""
+    if is_transformed(model):
+        return unwrap_all(model)
+    for name, mod in list(model.named_modules()):
+        if name and is_transformed(mod):
+            try:
+                model.get_submodule(name)
+            except AttributeError:  # inside a layer replaced already
+                continue
+            set_module(model, name, unwrap_all(mod))
+    return model

@@ -1,0 +1,76 @@
+"""Plugin discovery: concerns register themselves, no central list names them.
+
+Every subpackage of ``cimkit`` with a ``plugin`` module (``cimkit/quant/plugin.py``, ...) and every
+module named by an installed package's ``cimkit.plugins`` entry point is imported once by
+:func:`load_plugins`. Importing a plugin module registers what it brings: variant kinds, pipeline
+steps, evaluation protocols, transforms, models, presets and ``cimkit list`` topics
+(:data:`TOPICS`). A third-party package adds a concern with one entry point::
+
+    [project.entry-points."cimkit.plugins"]
+    mything = "mypackage.cimkit_plugin"
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import importlib.util
+import logging
+import pkgutil
+from collections.abc import Callable
+
+import cimkit
+from cimkit.registry import Registry
+
+log = logging.getLogger(__name__)
+
+ENTRY_POINT_GROUP = "cimkit.plugins"
+
+# ``cimkit list TOPIC [PATTERN]``: topic -> describe(pattern) -> [(name, description)]
+TOPICS: Registry[Callable[[str], list[tuple[str, str]]]] = Registry("list topic")
+
+_loaded: set[str] = set()
+
+
+def builtin_plugin_modules() -> list[str]:
+    """``cimkit.<package>.plugin`` for every subpackage that has one (found on disk, not listed)."""
+    out = []
+    for info in pkgutil.iter_modules(cimkit.__path__):
+        if not info.ispkg:
+            continue
+        name = f"cimkit.{info.name}.plugin"
+        try:
+            spec = importlib.util.find_spec(name)
+        except ModuleNotFoundError:
+            spec = None
+        if spec is not None:
+            out.append(name)
+    return sorted(out)
+
+
+def _entry_point_modules() -> list[str]:
+    try:
+        eps = importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)
+    except Exception as e:  # pragma: no cover - broken metadata of some other package
+        log.warning("cimkit: could not read entry points: %s", e)
+        return []
+    return [ep.value.split(":")[0] for ep in eps]
+
+
+def load_plugins() -> bool:
+    """Import every plugin module not imported yet; True if any was new."""
+    new = False
+    for name in [*builtin_plugin_modules(), *_entry_point_modules()]:
+        if name in _loaded:
+            continue
+        _loaded.add(name)
+        try:
+            importlib.import_module(name)
+        except ModuleNotFoundError as e:
+            # an optional extra of that plugin is missing: skip it, say why in the debug log
+            if e.name and not name.startswith(e.name) and not e.name.startswith("cimkit"):
+                log.debug("plugin %s skipped: %s", name, e)
+                continue
+            raise
+        new = True
+    return new
