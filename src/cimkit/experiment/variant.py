@@ -14,7 +14,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from cimkit.config import Config
+from cimkit.errors import CimkitError
 from cimkit.registry import Registry
+
+from torch import nn
 
 if TYPE_CHECKING:
     from cimkit.experiment.context import RunContext
@@ -23,19 +26,18 @@ if TYPE_CHECKING:
 
 @dataclass
 class VariantResult:
-    """Metrics of one variant. ``metrics['accuracy']`` (fraction) is required; ``units`` names each
-    metric's unit; ``details`` holds JSON-able extras (per-layer tables, series over time)."""
+    """Metrics of one variant: the task's primary metric (checked by the runner) and any others;
+    ``units`` names each metric's unit; ``details`` holds JSON-able extras (per-layer tables, series
+    over time)."""
 
     metrics: dict[str, float]
     units: dict[str, str]
     details: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if "accuracy" not in self.metrics:
-            raise ValueError("VariantResult.metrics must contain 'accuracy'")
         missing = [k for k in self.metrics if k not in self.units]
         if missing:
-            raise ValueError(f"VariantResult: no unit given for {missing}")
+            raise CimkitError(f"VariantResult: no unit given for {missing}")
 
 
 class Variant:
@@ -49,6 +51,11 @@ class Variant:
 
     def run(self, ctx: RunContext) -> VariantResult:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def check(self, model: nn.Module, example: Any) -> None:
+        """Validate this variant against the (untrained) model before any training: raise
+        :class:`~cimkit.errors.ConfigError` for settings the model cannot take (e.g. crossbar tiles
+        smaller than a kernel). ``example`` is one input batch. The default checks nothing."""
 
     @classmethod
     def report_sections(cls, records: list[dict[str, Any]]) -> list[Section]:

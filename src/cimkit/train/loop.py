@@ -1,4 +1,10 @@
-"""``fit`` and ``evaluate``: a plain, seeded, resumable training loop with optional distillation."""
+"""``fit`` and ``evaluate``: a plain, seeded, resumable training loop with optional distillation.
+
+Both take a ``task`` (:mod:`cimkit.tasks`; default ``classification``) that owns the loss and the
+metrics, so nothing here assumes classes. ``fit`` calls its ``callbacks`` at fixed points
+(:class:`Callback`: ``after_backward``, ``after_step``, ``on_epoch_end``); ``step_hooks`` are plain
+callables run after every optimizer step (e.g. weight clipping for analog training).
+"""
 
 from __future__ import annotations
 
@@ -15,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cimkit.errors import ConfigError, TrainingDivergedError
+from cimkit.tasks import Classification, MetricSums, Task, get_task
 from cimkit.train.checkpoint import load_training_state, save_training_state
 from cimkit.train.config import Optim, Schedule, TrainConfig
 from cimkit.utils import progress as progress_iter
@@ -23,6 +30,26 @@ from cimkit.utils import resolve_device
 log = logging.getLogger(__name__)
 
 StepHook = Callable[[nn.Module], None]
+
+
+class Callback:
+    """Hooks into :func:`fit`; override the ones you need (all are no-ops here)."""
+
+    def after_backward(self, model: nn.Module, step: int) -> None:
+        """After ``loss.backward()`` and gradient clipping, before the optimizer step."""
+
+    def after_step(self, model: nn.Module, step: int) -> None:
+        """After every optimizer step (``step`` counts steps done, from 1)."""
+
+    def on_epoch_end(self, model: nn.Module, epoch: int, record: dict[str, float]) -> None:
+        """After every epoch (``epoch`` from 1), with the epoch's history record (may be edited)."""
+
+
+def _task_for(task: Task | str | None, cfg: TrainConfig) -> Task:
+    t = get_task(task)
+    if cfg.label_smoothing > 0 and isinstance(t, Classification):
+        t = Classification(label_smoothing=cfg.label_smoothing)
+    return t
 
 
 @dataclass
@@ -72,6 +99,11 @@ def distillation_loss(student: torch.Tensor, teacher: torch.Tensor, temperature:
                     reduction="batchmean") * t * t  # fmt: skip
 
 
+def _train_metrics(task: Task, sums: MetricSums) -> dict[str, float]:
+    """Training-set metrics of an epoch as history fields ``train_<metric>`` (the loss is ``loss``)."""
+    return {f"train_{k}": v for k, v in task.finalize(sums).items() if k not in ("loss", "n", "mse")}
+
+
 def fit(
     model: nn.Module,
     train_loader: Iterable[tuple[torch.Tensor, torch.Tensor]],
@@ -83,15 +115,21 @@ def fit(
     progress: bool = True,
     step_hooks: Sequence[StepHook] = (),
     eval_loader: Iterable[tuple[torch.Tensor, torch.Tensor]] | None = None,
+    task: Task | str | None = None,
+    callbacks: Sequence[Callback] = (),
 ) -> FitResult:
-    """Train ``model`` in place with ``cfg``; resumable from ``checkpoint_dir``.
+    """Train ``model`` in place with ``cfg`` for ``task``; resumable from ``checkpoint_dir``.
 
     The data order comes from ``train_loader.set_epoch(epoch)`` (e.g. :class:`cimkit.data.TensorLoader`),
     so a run resumed at epoch k sees the same batches as an uninterrupted one. A checkpoint (model,
     optimizer, RNG, counters) is written atomically after every epoch; a completed run leaves
     ``done: true`` in it, so calling ``fit`` again returns at once.
-    ``step_hooks`` run after every optimizer step (e.g. weight clipping for analog training).
+    ``step_hooks`` run after every optimizer step (e.g. weight clipping for analog training);
+    ``callbacks`` (:class:`Callback`) at the points they name. The history records per epoch the
+    training ``loss`` and the task's other metrics as ``train_<metric>`` (``train_accuracy`` for
+    classification), plus ``eval_<metric>`` when ``eval_loader`` is given.
     """
+    tk = _task_for(task, cfg)
     dev = resolve_device(device)
     model.to(dev)
     if teacher is not None:
@@ -117,37 +155,46 @@ def fit(
         if hasattr(train_loader, "set_epoch"):
             train_loader.set_epoch(epoch)
         model.train()
-        tot_loss, tot_correct, tot_n = 0.0, 0, 0
+        tot_loss, tot_n = 0.0, 0
+        sums = MetricSums()
         bar = progress_iter(train_loader, total=n_batches, desc=f"epoch {epoch + 1}/{cfg.epochs}", enabled=progress)
         for xb, yb in bar:
             xb, yb = xb.to(dev, non_blocking=True), yb.to(dev, non_blocking=True)
             for g in opt.param_groups:
                 g["lr"] = lr_at(cfg, step, n_batches)
-            out = model(xb)  # (B, classes)
-            loss = F.cross_entropy(out, yb, label_smoothing=cfg.label_smoothing)
+            out = model(xb)  # (B, ...) the task's outputs
+            loss = tk.loss(out, yb)
             if teacher is not None and cfg.kd_alpha > 0:
                 with torch.no_grad():
                     t_out = teacher(xb)
-                loss = (1 - cfg.kd_alpha) * loss + cfg.kd_alpha * distillation_loss(out, t_out, cfg.kd_temperature)
+                loss = (1 - cfg.kd_alpha) * loss + cfg.kd_alpha * tk.distill(out, t_out, cfg.kd_temperature)
             if not torch.isfinite(loss):
                 raise TrainingDivergedError(f"loss became {loss.item()} at epoch {epoch + 1}, step {step}; lower train.lr")
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.grad_clip > 0:
                 nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            for cb in callbacks:
+                cb.after_backward(model, step)
             opt.step()
+            step += 1
             for hook in step_hooks:
                 hook(model)
-            step += 1
+            for cb in callbacks:
+                cb.after_step(model, step)
             b = yb.shape[0]
             tot_loss += loss.item() * b
-            tot_correct += int((out.argmax(-1) == yb).sum())
             tot_n += b
+            with torch.no_grad():
+                tk.accumulate(sums, out.detach(), yb)
             bar.set(loss=tot_loss / tot_n)
-        rec = {"epoch": epoch + 1, "loss": tot_loss / max(tot_n, 1), "train_accuracy": tot_correct / max(tot_n, 1),
+        rec = {"epoch": epoch + 1, "loss": tot_loss / max(tot_n, 1), **_train_metrics(tk, sums),
                "lr": lr_at(cfg, step - 1, n_batches), "seconds": time.perf_counter() - t0}  # fmt: skip
         if eval_loader is not None:
-            rec["eval_accuracy"] = evaluate(model, eval_loader, device=dev)["accuracy"]
+            ev = evaluate(model, eval_loader, device=dev, task=tk)
+            rec.update({f"eval_{k}": v for k, v in ev.items() if k != "n"})
+        for cb in callbacks:
+            cb.on_epoch_end(model, epoch + 1, rec)
         result.history.append(rec)
         log.info("epoch %d/%d %s", epoch + 1, cfg.epochs, " ".join(f"{k}={v:.4g}" for k, v in rec.items() if k != "epoch"))
         if checkpoint_dir is not None:
@@ -165,19 +212,19 @@ def evaluate(
     loader: Iterable[tuple[torch.Tensor, torch.Tensor]],
     device: str | torch.device = "cpu",
     progress: bool = False,
+    task: Task | str | None = None,
 ) -> dict[str, Any]:
-    """Top-1 ``accuracy`` (fraction), mean cross-entropy ``loss`` and sample count ``n``."""
+    """The task's metrics over ``loader`` (classification: top-1 ``accuracy`` (fraction), mean
+    cross-entropy ``loss``), plus the sample count ``n``."""
+    tk = get_task(task)
     dev = resolve_device(device)
     was_training = model.training
     model.eval()
-    tot_loss, correct, n = 0.0, 0, 0
+    sums = MetricSums()
     for xb, yb in progress_iter(loader, desc="eval", enabled=progress):
         xb, yb = xb.to(dev), yb.to(dev)
-        out = model(xb)  # (B, classes)
-        tot_loss += float(F.cross_entropy(out, yb, reduction="sum"))
-        correct += int((out.argmax(-1) == yb).sum())
-        n += yb.shape[0]
+        tk.accumulate(sums, model(xb), yb)
     model.train(was_training)
-    if n == 0:
+    if sums.n == 0:
         raise ConfigError("evaluate: the data loader yielded no samples")
-    return {"accuracy": correct / n, "loss": tot_loss / n, "n": n}
+    return tk.finalize(sums)
