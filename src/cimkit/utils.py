@@ -7,12 +7,12 @@ import os
 import platform
 import random
 import sys
-import time
 from collections.abc import Iterable, Iterator
-from typing import Any, TypeVar
+from typing import IO, Any, TypeVar
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 log = logging.getLogger("cimkit")
 T = TypeVar("T")
@@ -64,10 +64,12 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
 
 
 class progress(Iterable[T]):
-    """A dependency-free progress bar on stderr (one line, rewritten in place).
+    """A progress bar on stderr, drawn by ``tqdm``, with cimkit's small call-site API.
 
     ``for x in progress(it, total=n, desc="train", enabled=True): ...``; ``bar.set(loss=0.1)`` adds
-    fields. Disabled (or stderr not a terminal and ``force`` false) it logs nothing and costs nothing.
+    fields shown after the bar; ``bar.update(n)`` / ``bar.close()`` drive it by hand. Disabled (or
+    ``file`` not a terminal and ``force`` false) no bar is created: iterating yields the items of
+    ``iterable`` and nothing is written.
     """
 
     def __init__(
@@ -79,50 +81,46 @@ class progress(Iterable[T]):
         *,
         force: bool = False,
         unit: str = "it",
+        file: IO[str] | None = None,
     ) -> None:
         self.iterable = iterable
         self.total = total if total is not None else (len(iterable) if hasattr(iterable, "__len__") else None)
         self.desc = desc
         self.unit = unit
-        self.enabled = enabled and (force or sys.stderr.isatty())
+        out = sys.stderr if file is None else file
+        isatty = getattr(out, "isatty", None)
+        self.enabled = bool(enabled and (force or (isatty is not None and isatty())))
         self.fields: dict[str, Any] = {}
         self.n = 0
-        self._t0 = time.perf_counter()
-        self._last = 0.0
+        self._bar: tqdm | None = None
+        if self.enabled:
+            self._bar = tqdm(total=self.total, desc=desc or None, unit=unit, file=out, mininterval=0.1,
+                             dynamic_ncols=True, leave=True)  # fmt: skip
 
     def set(self, **fields: Any) -> None:
+        """Add or change the fields shown after the bar (``loss=0.12``)."""
         self.fields.update(fields)
+        if self._bar is not None:
+            self._bar.set_postfix(self.fields, refresh=False)
 
     def update(self, n: int = 1) -> None:
         self.n += n
-        if self.enabled:
-            now = time.perf_counter()
-            if now - self._last > 0.1 or (self.total is not None and self.n >= self.total):
-                self._last = now
-                self._draw(now)
-
-    def _draw(self, now: float) -> None:
-        el = now - self._t0
-        rate = self.n / el if el > 0 else 0.0
-        if self.total:
-            frac = min(self.n / self.total, 1.0)
-            bar = "#" * int(frac * 20)
-            eta = (self.total - self.n) / rate if rate > 0 else 0.0
-            head = f"{self.desc} [{bar:<20}] {self.n}/{self.total} {el:.0f}s<{eta:.0f}s"
-        else:
-            head = f"{self.desc} {self.n} {self.unit} {el:.0f}s"
-        extra = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in self.fields.items())
-        sys.stderr.write(f"\r{head} {rate:.1f}{self.unit}/s {extra}\x1b[K")
-        sys.stderr.flush()
+        if self._bar is not None:
+            self._bar.update(n)
 
     def close(self) -> None:
-        if self.enabled:
-            self._draw(time.perf_counter())
-            sys.stderr.write("\n")
-            sys.stderr.flush()
-            self.enabled = False
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+        self.enabled = False
 
     def __iter__(self) -> Iterator[T]:
+        if self._bar is None:
+            try:
+                yield from self.iterable
+            finally:
+                self.close()
+            return
         try:
             for item in self.iterable:
                 yield item

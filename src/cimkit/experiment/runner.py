@@ -63,11 +63,16 @@ def run_experiment(
     weights = cache / f"baseline-{key}.safetensors"
     baseline: dict[str, Any] = {"key": key, "units": {"train_seconds": "s", "seconds_per_epoch": "s",
                                                       "history.loss": "nats", "history.seconds": "s"}}
-    if weights.is_file() and not retrain:
-        meta = load_model(weights, model)
-        baseline.update(reused=True, **meta)
-        log.info("reusing trained baseline %s", weights)
-    else:
+    reuse = weights.is_file() and not retrain
+    if reuse:
+        try:
+            meta = load_model(weights, model)  # DataError (model unchanged) if damaged
+            baseline.update(reused=True, **meta)
+            log.info("reusing trained baseline %s", weights)
+        except cimkit.DataError as e:
+            log.warning("%s; retraining the baseline", e)
+            reuse = False
+    if not reuse:
         from cimkit.data import TensorLoader
 
         torch.manual_seed(cfg.train.seed)

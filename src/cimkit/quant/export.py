@@ -11,13 +11,22 @@ into an identical quantized model.
 
 ``load_quantized(float_model, "out/")`` takes a freshly built float model of the same architecture,
 re-applies BN folding and quantization as recorded, and loads the tensors; the result computes
-exactly what the exported model computed. Needs the ``safetensors`` extra.
+exactly what the exported model computed.
+
+The manifest pins the weights file by its SHA-256 (``weights_sha256``) and is validated field by
+field on load (types; ``w_bits``/``w_mode``/``qmin``/``qmax`` against the layer's config; the codes'
+storage against the bits; every tensor's dtype, size and value range against ``weight_shape``):
+an edited or damaged export raises :class:`DataError` naming the file, the layer and the field
+instead of loading different weights.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -26,12 +35,13 @@ from torch import Tensor, nn
 
 import cimkit
 from cimkit.errors import ConfigError, DataError
-from cimkit.io import atomic_write_bytes, atomic_write_json
+from cimkit.io import atomic_write_bytes, atomic_write_json, load_safetensors, safetensors_bytes
 from cimkit.quant.api import _set_module, quantized_layers
-from cimkit.quant.config import QuantConfig
+from cimkit.quant.config import QuantConfig, WMode
 from cimkit.quant.fold import FoldedBN
 from cimkit.quant.functional import dequantize
 from cimkit.quant.layers import QUANT_CLASSES, QuantLayer
+from cimkit.quant.quantizers import ActQuantizer, WeightQuantizer
 
 log = logging.getLogger("cimkit.quant")
 
@@ -39,14 +49,6 @@ FORMAT = "cimkit.quant/1"
 WEIGHTS_FILE = "weights.safetensors"
 MANIFEST_FILE = "manifest.json"
 PACKABLE = (1, 2, 4)
-
-
-def _safetensors() -> Any:
-    try:
-        import safetensors.torch as st
-    except ImportError:  # pragma: no cover - extra not installed
-        raise ConfigError("integer export needs safetensors: pip install 'cimkit[safetensors]'") from None
-    return st
 
 
 # ----------------------------------------------------------------------------- packing
@@ -89,7 +91,6 @@ def _int_dtype(qmin: int, qmax: int) -> torch.dtype:
 
 def export_quantized(model: nn.Module, directory: str | Path) -> Path:
     """Write ``weights.safetensors`` + ``manifest.json`` for ``model`` into ``directory``; returns it."""
-    st = _safetensors()
     out = Path(directory)
     tensors: dict[str, Tensor] = {}
     layers: dict[str, Any] = {}
@@ -140,79 +141,246 @@ def export_quantized(model: nn.Module, directory: str | Path) -> Path:
         "other_tensors": others,
         "weights_file": WEIGHTS_FILE,
     }
-    atomic_write_bytes(out / WEIGHTS_FILE, st.save(tensors, metadata={"format": FORMAT}))
-    atomic_write_json(out / MANIFEST_FILE, manifest)
+    data = safetensors_bytes(tensors, {"format": FORMAT})
+    manifest["weights_sha256"] = hashlib.sha256(data).hexdigest()
+    atomic_write_bytes(out / WEIGHTS_FILE, data)  # a crash before the manifest is written leaves the old
+    atomic_write_json(out / MANIFEST_FILE, manifest)  # manifest, whose sha256 no longer matches: load refuses
     log.info("exported %d quantized layers to %s", len(layers), out)
     return out
 
 
+# ----------------------------------------------------------------------------- manifest validation
+
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+_NUMBER = (int, float)
+
+
+def _typename(types: tuple[type, ...]) -> str:
+    names = {int: "an integer", float: "a number", str: "a string", bool: "true/false", dict: "an object",
+             list: "a list", type(None): "null"}  # fmt: skip
+    return " or ".join(dict.fromkeys(names.get(t, t.__name__) for t in types))
+
+
+def _field(p: Path, obj: dict[str, Any], key: str, types: tuple[type, ...], where: str) -> Any:
+    """``obj[key]``, which must exist and be one of ``types`` (bools are not integers here)."""
+    if key not in obj:
+        raise DataError(f"{p}: {where}lacks the required field '{key}'")
+    v = obj[key]
+    if (isinstance(v, bool) and bool not in types) or not isinstance(v, types):
+        raise DataError(f"{p}: {where}field '{key}' is {v!r}, expected {_typename(types)}")
+    return v
+
+
+def _layer_where(name: str) -> str:
+    return f"layer '{name}': "
+
+
+def _check_act(p: Path, name: str, e: dict[str, Any], cfg: QuantConfig) -> None:
+    w = _layer_where(name)
+    act = _field(p, e, "act", (dict, type(None)), w)
+    if (act is None) != (cfg.a_bits is None):
+        raise DataError(f"{p}: {w}field 'act' is {act!r} but the layer's config has a_bits={cfg.a_bits}")
+    if act is None:
+        return
+    wa = f"{w}act: "
+    bits = _field(p, act, "bits", (int,), wa)
+    scale = _field(p, act, "scale", _NUMBER, wa)
+    zp = _field(p, act, "zero_point", _NUMBER, wa)
+    unsigned = _field(p, act, "unsigned", (bool,), wa)
+    qmin = _field(p, act, "qmin", (int,), wa)
+    qmax = _field(p, act, "qmax", (int,), wa)
+    if bits != cfg.a_bits:
+        raise DataError(f"{p}: {wa}field 'bits' is {bits} but the layer's config has a_bits={cfg.a_bits}")
+    if not (math.isfinite(scale) and scale > 0):
+        raise DataError(f"{p}: {wa}field 'scale' is {scale!r}; it must be a finite number > 0")
+    ref = ActQuantizer(cfg)
+    ref._set_range(unsigned)
+    if (qmin, qmax) != (ref.qmin, ref.qmax):
+        raise DataError(f"{p}: {wa}fields 'qmin'/'qmax' are {qmin}/{qmax}; a {bits}-bit "
+                        f"{'unsigned' if unsigned else 'signed'} grid has {ref.qmin}/{ref.qmax}")  # fmt: skip
+    if zp != int(zp) or not qmin <= zp <= qmax:
+        raise DataError(f"{p}: {wa}field 'zero_point' is {zp!r}; it must be an integer in [{qmin}, {qmax}]")
+
+
+def _check_layer(p: Path, name: str, e: Any) -> None:
+    """Validate one layer entry of the manifest on its own (no tensors, no model)."""
+    w = _layer_where(name)
+    if not isinstance(e, dict):
+        raise DataError(f"{p}: {w}entry is {e!r}, expected an object")
+    kinds = sorted(c.__name__ for c in QUANT_CLASSES)
+    typ = _field(p, e, "type", (str,), w)
+    if typ not in kinds:
+        raise DataError(f"{p}: {w}field 'type' is {typ!r}; allowed: {', '.join(kinds)}")
+    raw_cfg = _field(p, e, "config", (dict,), w)
+    try:
+        cfg = QuantConfig.from_dict(raw_cfg)
+    except ConfigError as err:
+        raise DataError(f"{p}: {w}field 'config': {err}") from None
+    bits = _field(p, e, "w_bits", (int,), w)
+    mode = _field(p, e, "w_mode", (str,), w)
+    qmin = _field(p, e, "qmin", (int,), w)
+    qmax = _field(p, e, "qmax", (int,), w)
+    axis = _field(p, e, "axis", (int, type(None)), w)
+    shape = _field(p, e, "weight_shape", (list,), w)
+    _field(p, e, "bias", (bool,), w)
+    codes = _field(p, e, "codes", (dict,), w)
+    packed = _field(p, codes, "packed_bits", (int, type(None)), f"{w}codes: ")
+    dtype = _field(p, codes, "dtype", (str,), f"{w}codes: ")
+    if not shape or not all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in shape):
+        raise DataError(f"{p}: {w}field 'weight_shape' is {shape!r}, expected a list of positive integers")
+    if mode not in {m.value for m in WMode}:
+        raise DataError(f"{p}: {w}field 'w_mode' is {mode!r}; allowed: {', '.join(m.value for m in WMode)}")
+    # the quantizer the config builds is the reference for bits, mode, grid and axis
+    ref = WeightQuantizer(cfg, torch.zeros(shape[0], *([1] * (len(shape) - 1))))
+    for key, got, want in (("w_mode", mode, ref.mode.value), ("w_bits", bits, ref.bits), ("qmin", qmin, ref.qmin),
+                           ("qmax", qmax, ref.qmax), ("axis", axis, ref.axis)):  # fmt: skip
+        if got != want:
+            raise DataError(f"{p}: {w}field '{key}' is {got!r} but the layer's config gives {want!r}")
+    want_packed = bits if bits in PACKABLE else None
+    want_dtype = "uint8" if want_packed else str(_int_dtype(qmin, qmax)).removeprefix("torch.")
+    if packed != want_packed:
+        raise DataError(f"{p}: {w}field 'codes.packed_bits' is {packed!r}; {bits}-bit codes are stored with "
+                        f"packed_bits={want_packed!r}")  # fmt: skip
+    if dtype != want_dtype:
+        raise DataError(f"{p}: {w}field 'codes.dtype' is {dtype!r}; codes in [{qmin}, {qmax}] are stored as {want_dtype!r}")
+    _check_act(p, name, e, cfg)
+
+
 def read_manifest(directory: str | Path) -> dict[str, Any]:
-    """The manifest of an export folder (DataError if missing or not a cimkit export)."""
+    """The validated manifest of an export folder: DataError naming the file (and the layer and
+    field) if it is missing, not JSON, not a cimkit export, lacks a field, has a field of the wrong
+    type, or has fields that contradict each other."""
     p = Path(directory) / MANIFEST_FILE
     if not p.is_file():
         raise DataError(f"no {MANIFEST_FILE} in {directory}")
     try:
         manifest = json.loads(p.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise DataError(f"{p}: invalid JSON ({e})") from None
+    if not isinstance(manifest, dict):
+        raise DataError(f"{p}: expected a JSON object, got {type(manifest).__name__}")
     if manifest.get("format") != FORMAT:
         raise DataError(f"{p}: format {manifest.get('format')!r} is not {FORMAT!r}")
+    for key, types in (("cimkit_version", (str,)), ("model_class", (str,)), ("folded_bn", (dict,)),
+                       ("layers", (dict,)), ("other_tensors", (list,))):  # fmt: skip
+        _field(p, manifest, key, types, "")
+    wf = _field(p, manifest, "weights_file", (str,), "")
+    if not wf or Path(wf).name != wf or wf in (".", ".."):
+        raise DataError(f"{p}: field 'weights_file' is {wf!r}; it must be a file name inside the export folder")
+    if "weights_sha256" not in manifest:
+        raise DataError(f"{p}: lacks the required field 'weights_sha256' that pins the weights file (an export "
+                        f"from before cimkit recorded it, or an edited manifest): export the model again")  # fmt: skip
+    sha = _field(p, manifest, "weights_sha256", (str,), "")
+    if not _SHA256.fullmatch(sha):
+        raise DataError(f"{p}: field 'weights_sha256' is {sha!r}, expected 64 lower-case hex digits")
+    if not all(isinstance(k, str) and isinstance(v, str) for k, v in manifest["folded_bn"].items()):
+        raise DataError(f"{p}: field 'folded_bn' must map BatchNorm names to layer names (strings)")
+    if not all(isinstance(k, str) for k in manifest["other_tensors"]):
+        raise DataError(f"{p}: field 'other_tensors' must be a list of tensor names (strings)")
+    if not manifest["layers"]:
+        raise DataError(f"{p}: field 'layers' is empty; an export has at least one quantized layer")
+    for name, e in manifest["layers"].items():
+        _check_layer(p, name, e)
     return manifest
+
+
+def _tensor(p: Path, tensors: dict[str, Tensor], key: str, dtype: torch.dtype, shape: list[int] | None, layer: str) -> Tensor:
+    w = _layer_where(layer)
+    if key not in tensors:
+        raise DataError(f"{p}: {w}tensor '{key}' is missing")
+    t = tensors[key]
+    if t.dtype != dtype:
+        raise DataError(f"{p}: {w}tensor '{key}' has dtype {t.dtype}, expected {dtype}")
+    if shape is not None and list(t.shape) != shape:
+        raise DataError(f"{p}: {w}tensor '{key}' has shape {list(t.shape)}, expected {shape}")
+    return t
+
+
+def _decode_layer(p: Path, name: str, e: dict[str, Any], tensors: dict[str, Tensor]) -> dict[str, Any]:
+    """Codes, scale, zero point and bias of one layer, checked against its (validated) entry."""
+    w = _layer_where(name)
+    pre = f"{name}." if name else ""
+    shape = e["weight_shape"]
+    numel = math.prod(shape)
+    bits, qmin, qmax = e["w_bits"], e["qmin"], e["qmax"]
+    packed = e["codes"]["packed_bits"]
+    ct = _tensor(p, tensors, pre + "weight.codes", getattr(torch, e["codes"]["dtype"]), None, name)
+    want = -(-numel * packed // 8) if packed else numel
+    if ct.numel() != want:
+        raise DataError(f"{p}: {w}tensor '{pre}weight.codes' holds {ct.numel()} values; weight_shape {shape} at "
+                        f"{bits} bits needs {want}")  # fmt: skip
+    codes = unpack_codes(ct, packed, qmin, numel) if packed else ct.reshape(-1).to(torch.float32)  # (N,)
+    if packed != 1 and codes.numel() and not (qmin <= float(codes.min()) and float(codes.max()) <= qmax):
+        raise DataError(f"{p}: {w}tensor '{pre}weight.codes' has codes in [{float(codes.min()):.0f}, "
+                        f"{float(codes.max()):.0f}], outside the grid [{qmin}, {qmax}]")  # fmt: skip
+    n_ch = shape[0] if e["axis"] == 0 else 1
+    scale = _tensor(p, tensors, pre + "weight.scale", torch.float32, [n_ch], name)
+    if not bool(torch.isfinite(scale).all()) or bool((scale < 0).any()):
+        raise DataError(f"{p}: {w}tensor '{pre}weight.scale' has negative or non-finite scales")
+    zp = _tensor(p, tensors, pre + "weight.zero_point", torch.int32, [n_ch], name)
+    bias = _tensor(p, tensors, pre + "bias", torch.float32, [shape[0]], name) if e["bias"] else None
+    return {"codes": codes.reshape(shape), "scale": scale, "zero_point": zp.float(), "bias": bias}
 
 
 @torch.no_grad()
 def load_quantized(model: nn.Module, directory: str | Path) -> nn.Module:
     """Rebuild the exported quantized model from a float ``model`` of the same architecture, in
-    place; returns it. Weight grids are frozen at the exported values."""
-    st = _safetensors()
+    place; returns it. Weight grids are frozen at the exported values.
+
+    The manifest and the weights file are validated in full (:func:`read_manifest`, the file's
+    ``weights_sha256``, every tensor against its layer's entry, every layer against ``model``)
+    before ``model`` is changed; any problem raises DataError naming the file, layer and field.
+    """
     manifest = read_manifest(directory)
-    path = Path(directory) / manifest.get("weights_file", WEIGHTS_FILE)
-    if not path.is_file():
-        raise DataError(f"missing weights file {path}")
-    tensors = st.load_file(str(path))
+    path = Path(directory) / manifest["weights_file"]
+    tensors, _ = load_safetensors(path, sha256=manifest["weights_sha256"])
     mods = dict(model.named_modules())
-    for bn_name, into in manifest["folded_bn"].items():
+    for bn_name in manifest["folded_bn"]:
         if bn_name not in mods:
             raise DataError(f"export folded BatchNorm '{bn_name}', which this model does not have")
-        _set_module(model, bn_name, FoldedBN(into))
+    decoded: dict[str, dict[str, Any]] = {}
     for name, e in manifest["layers"].items():
         base = mods.get(name)
         if base is None or type(base).__name__ != e["type"] or type(base) not in QUANT_CLASSES:
             raise DataError(f"layer '{name}': the export has a {e['type']}, the model has {type(base).__name__}")
         if list(base.weight.shape) != e["weight_shape"]:
             raise DataError(f"layer '{name}': weight shape {list(base.weight.shape)} != exported {e['weight_shape']}")
-        pre = f"{name}." if name else ""
+        decoded[name] = _decode_layer(path, name, e, tensors)
+    missing = [k for k in manifest["other_tensors"] if k not in tensors]
+    if missing:
+        raise DataError(f"{path}: weights file lacks {missing[:3]}")
+    others = {k: tensors[k] for k in manifest["other_tensors"]}
+    float_sd = model.state_dict()
+    for k, v in others.items():
+        owner, _, leaf = k.rpartition(".")
+        folding_bias = leaf == "bias" and getattr(mods.get(owner), "bias", "absent") is None
+        if k not in float_sd and not folding_bias:
+            raise DataError(f"{path}: exported tensor '{k}' has no place in this model")
+        if k in float_sd and float_sd[k].shape != v.shape:
+            raise DataError(f"{path}: tensor '{k}' has shape {list(v.shape)}, the model's is {list(float_sd[k].shape)}")
+    # ---- everything checked: change the model
+    for bn_name, into in manifest["folded_bn"].items():
+        _set_module(model, bn_name, FoldedBN(into))
+    for name, e in manifest["layers"].items():
+        base, d = mods[name], decoded[name]
         cfg = QuantConfig.from_dict(e["config"])
-        wt = tensors[pre + "weight.codes"]
-        numel = int(torch.Size(e["weight_shape"]).numel())
-        if e["codes"]["packed_bits"]:
-            codes = unpack_codes(wt, int(e["codes"]["packed_bits"]), int(e["qmin"]), numel)
-        else:
-            codes = wt.to(torch.float32)
-        codes = codes.reshape(e["weight_shape"])
-        scale = tensors[pre + "weight.scale"].float()
-        zp = tensors[pre + "weight.zero_point"].float()
-        w = dequantize(codes, scale, zp, e["axis"])
+        w = dequantize(d["codes"], d["scale"], d["zero_point"], e["axis"])
         dev = base.weight.device
         base.weight.copy_(w.to(dev, base.weight.dtype))
-        if e["bias"]:
-            b = tensors[pre + "bias"].to(dev)
+        if d["bias"] is not None:
+            b = d["bias"].to(dev)
             if base.bias is None:
                 base.bias = nn.Parameter(b.clone())
             else:
                 base.bias.copy_(b)
         q: QuantLayer = QUANT_CLASSES[type(base)].from_float(base, cfg)
-        q.w_quant.set_frozen(scale.to(dev), zp.to(dev))
+        q.w_quant.set_frozen(d["scale"].to(dev), d["zero_point"].to(dev))
         if e["act"] is not None and q.a_quant is not None:
             a = e["act"]
             q.a_quant.set_grid(float(a["scale"]), float(a["zero_point"]), bool(a["unsigned"]))
         if name == "":
             return q  # type: ignore[return-value]
         _set_module(model, name, q)  # type: ignore[arg-type]
-    others = {k: tensors[k] for k in manifest["other_tensors"] if k in tensors}
-    missing = [k for k in manifest["other_tensors"] if k not in tensors]
-    if missing:
-        raise DataError(f"weights file lacks {missing[:3]}")
     mods = dict(model.named_modules())
     for k, v in others.items():  # a bias that BN folding created on a float (skipped) layer
         owner, _, leaf = k.rpartition(".")

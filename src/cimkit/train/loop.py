@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cimkit.errors import ConfigError, TrainingDivergedError
+from cimkit.errors import ConfigError, DataError, TrainingDivergedError
 from cimkit.tasks import Classification, MetricSums, Task, get_task
 from cimkit.train.checkpoint import load_training_state, save_training_state
 from cimkit.train.config import Optim, Schedule, TrainConfig
@@ -141,7 +141,11 @@ def fit(
     start_epoch, step = 0, 0
     result = FitResult()
     if checkpoint_dir is not None:
-        counters = load_training_state(checkpoint_dir, model, opt)
+        try:
+            counters = load_training_state(checkpoint_dir, model, opt)
+        except DataError as e:  # nothing was loaded: train from the start, overwriting it next epoch
+            log.warning("%s; ignoring this checkpoint and training from scratch", e)
+            counters = None
         if counters is not None:
             start_epoch, step = int(counters["epoch"]), int(counters["step"])
             result.history = list(counters.get("history", []))
