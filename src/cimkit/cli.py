@@ -14,26 +14,11 @@ log = logging.getLogger("cimkit")
 
 
 def _listings() -> dict[str, Callable[[str], list[tuple[str, str]]]]:
-    """Topic -> ``describe(pattern)`` for ``cimkit list``."""
-    from cimkit.data import DATASETS
-    from cimkit.experiment import VARIANTS
-    from cimkit.models import MODELS
+    """Topic -> ``describe(pattern)`` for ``cimkit list``: what the plugins registered."""
+    from cimkit.plugins import TOPICS, load_plugins
 
-    topics: dict[str, Callable[[str], list[tuple[str, str]]]] = {
-        "models": MODELS.describe,
-        "datasets": DATASETS.describe,
-        "variants": VARIANTS.describe,
-    }
-    from cimkit.quant import QUANT_PRESETS
-
-    topics["quant-presets"] = QUANT_PRESETS.describe
-    try:  # registries of the analog package, when present
-        from cimkit.analog import listings as analog_listings
-
-        topics.update(analog_listings())
-    except ImportError:
-        pass
-    return topics
+    load_plugins()
+    return {t: TOPICS.get(t) for t in TOPICS}
 
 
 def _cmd_list(args: argparse.Namespace) -> int:

@@ -14,6 +14,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from cimkit.errors import ConfigError
+
 log = logging.getLogger("cimkit")
 T = TypeVar("T")
 
@@ -54,6 +56,31 @@ def machine_info() -> dict[str, Any]:
     except OSError:
         pass
     return info
+
+
+MAX_THREADS = 1024  # larger thread counts are refused (creating them can exhaust a machine)
+
+
+def available_cores() -> int:
+    """CPU cores this process may run on (its affinity mask, else ``os.cpu_count()``)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def set_threads(n: int) -> int:
+    """Use ``n`` torch CPU threads, capped at the cores available (with a warning); returns the count
+    used. ``n`` outside ``[1, MAX_THREADS]`` is a :class:`~cimkit.errors.ConfigError`."""
+    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_THREADS:
+        raise ConfigError(f"threads: {n!r} is out of range; allowed: 1..{MAX_THREADS} (this machine has "
+                          f"{available_cores()} cores)")  # fmt: skip
+    cores = available_cores()
+    if n > cores:
+        log.warning("threads: %d asked for but only %d cores are available; using %d", n, cores, cores)
+        n = cores
+    torch.set_num_threads(n)
+    return n
 
 
 def resolve_device(device: str | torch.device | None = None) -> torch.device:

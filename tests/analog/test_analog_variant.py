@@ -53,13 +53,13 @@ def test_analog_variant_end_to_end(tmp_path: Path) -> None:
         m, d = by[name]["metrics"], by[name]["details"]
         assert d["labels"] == ["1s", "1d", "1y"]
         assert len(d["per_repeat"]) == 3 and all(len(r) == 3 for r in d["per_repeat"])
-        assert m["accuracy"] == pytest.approx(m["acc_1d"]) and m["fp32_accuracy"] == pytest.approx(fp32)
-        assert 0.0 <= m["acc_1y"] <= 1.0 and m["acc_1d_std"] >= 0.0
-        assert by[name]["units"]["acc_1y"] == "fraction"
+        assert m["accuracy"] == pytest.approx(m["accuracy_1d"]) and m["fp32_accuracy"] == pytest.approx(fp32)
+        assert 0.0 <= m["accuracy_1y"] <= 1.0 and m["accuracy_1d_std"] >= 0.0
+        assert by[name]["units"]["accuracy_1y"] == "fraction"
     assert by["pcm_hwa_comp"]["metrics"]["analog_layers"] == by["pcm"]["metrics"]["analog_layers"] - 1  # keep_last
     assert by["pcm_hwa_comp"]["details"]["hwa_fit"]["history"]
     # without compensation, PCM drift costs accuracy after a year; compensation recovers most of it
-    assert by["pcm"]["metrics"]["acc_1y"] < by["pcm"]["metrics"]["acc_1s"]
-    assert by["pcm_hwa_comp"]["metrics"]["acc_1y"] > by["pcm"]["metrics"]["acc_1y"]
+    assert by["pcm"]["metrics"]["accuracy_1y"] < by["pcm"]["metrics"]["accuracy_1s"]
+    assert by["pcm_hwa_comp"]["metrics"]["accuracy_1y"] > by["pcm"]["metrics"]["accuracy_1y"]
     html = (tmp_path / "run" / "report.html").read_text()
     assert "Analog CIM: accuracy vs time after programming" in html and "data:image/png;base64," in html

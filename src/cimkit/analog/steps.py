@@ -22,6 +22,7 @@ from cimkit.analog.convert import convert_, drift, program
 from cimkit.analog.hwa import clip_hook
 from cimkit.analog.layers import analog_layers
 from cimkit.analog.mapping import Compensation, RangeMode
+from cimkit.analog.report import analog_sections
 from cimkit.config import Config, as_enum, check_range
 from cimkit.errors import ConfigError
 from cimkit.experiment.context import DEFAULT_CALIB_BATCHES, RunContext
@@ -165,3 +166,7 @@ class ChipsTimes(EvalProtocol):
             "fp32": ctx.fp32_metrics()[p],
         }  # fmt: skip
         return metrics, units, details
+
+    @classmethod
+    def report_sections(cls, records: list[dict[str, Any]]) -> list[Any]:
+        return analog_sections(records)

@@ -1,19 +1,21 @@
-"""Experiments: config file, variant-kind registry, runner.
+"""Experiments: config file, variant-kind registry, pipelines, runner.
 
-Variant kinds live with their concern (``cimkit.quant.variants``, ``cimkit.analog.variants``, ...) and
-register themselves in :data:`VARIANTS` when imported; importing this package imports them all.
+Variant kinds, pipeline steps and evaluation protocols live with their concern and register
+themselves when the concern's plugin module is imported (:func:`cimkit.plugins.load_plugins`,
+called here); the runner knows none of them by name.
 """
 
 from cimkit.experiment import fp32  # noqa: F401  (registers the fp32 kind)
 from cimkit.experiment.config import ExperimentConfig, VariantSpec, load_experiment
 from cimkit.experiment.context import RunContext
-from cimkit.experiment.plugins import load_variant_plugins
+from cimkit.experiment.pipeline import EVALS, STEPS, EvalProtocol, PipelineState, Step, run_pipeline
 from cimkit.experiment.runner import run_experiment
 from cimkit.experiment.variant import VARIANTS, Variant, VariantResult
+from cimkit.plugins import load_plugins
 
-load_variant_plugins()
+load_plugins()
 
 __all__ = [
-    "VARIANTS", "ExperimentConfig", "RunContext", "Variant", "VariantResult", "VariantSpec",
-    "load_experiment", "run_experiment",
+    "EVALS", "STEPS", "VARIANTS", "EvalProtocol", "ExperimentConfig", "PipelineState", "RunContext", "Step",
+    "Variant", "VariantResult", "VariantSpec", "load_experiment", "run_experiment", "run_pipeline",
 ]  # fmt: skip

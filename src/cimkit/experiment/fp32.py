@@ -20,9 +20,8 @@ class FP32Variant(Variant):
 
     def run(self, ctx: RunContext) -> VariantResult:
         model = ctx.baseline_copy()
-        ev = ctx.evaluate(model)
+        ev = {k: v for k, v in ctx.evaluate(model).items() if k != "n"}
         params = sum(p.numel() for p in model.parameters())
-        return VariantResult(
-            metrics={"accuracy": ev["accuracy"], "loss": ev["loss"], "params": params, "size_bytes": 4 * params},
-            units={"accuracy": "fraction", "loss": "nats", "params": "count", "size_bytes": "bytes"},
-        )
+        metrics = {**ev, "params": params, "size_bytes": 4 * params}
+        units = {**{k: ctx.task.units.get(k, "") for k in ev}, "params": "count", "size_bytes": "bytes"}
+        return VariantResult(metrics=metrics, units=units)

@@ -101,6 +101,11 @@ class EvalProtocol:
     def evaluate(self, state: PipelineState, ctx: RunContext, variant: str) -> tuple[dict, dict, dict]:
         raise NotImplementedError  # pragma: no cover - abstract
 
+    @classmethod
+    def report_sections(cls, records: list[dict[str, Any]]) -> list[Any]:
+        """Report sections for the results.json records evaluated with this protocol; none by default."""
+        return []
+
 
 EVALS: Registry[type[EvalProtocol]] = Registry("evaluation protocol")
 
@@ -193,6 +198,7 @@ def run_pipeline(ctx: RunContext, steps: list[Step], protocol: EvalProtocol | No
         cls = EVALS.get(state.eval_protocol)
         proto = cls(cls.config_cls())
     metrics, units, details = proto.evaluate(state, ctx, variant)
+    details = {**details, "eval_protocol": proto.name}
     return state, metrics, units, details
 
 
@@ -231,3 +237,12 @@ class PipelineVariant(Variant):
         m = copy.deepcopy(model)
         for s in steps:
             m = s.dry_run(m, example)
+
+    @classmethod
+    def report_sections(cls, records: list[dict[str, Any]]) -> list[Any]:
+        out: list[Any] = []
+        for name in dict.fromkeys(r.get("details", {}).get("eval_protocol", "plain") for r in records):
+            if name in EVALS:
+                out.extend(EVALS.get(name).report_sections(
+                    [r for r in records if r.get("details", {}).get("eval_protocol", "plain") == name]))
+        return out

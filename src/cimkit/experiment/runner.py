@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import logging
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -11,19 +12,45 @@ from typing import Any
 import torch
 
 import cimkit
+from cimkit.data import Dataset, TensorLoader, load_dataset
+from cimkit.errors import CimkitError, ConfigError
 from cimkit.experiment.config import ExperimentConfig
 from cimkit.experiment.context import RunContext, config_hash
+from cimkit.experiment.outdir import OutDirLock, check_out_dir
+from cimkit.experiment.sections import variant_sections
 from cimkit.experiment.variant import VARIANTS
 from cimkit.io import atomic_write_json
+from cimkit.models import create
+from cimkit.report import write_report
+from cimkit.tasks import get_task
 from cimkit.train import fit, load_model, save_model
-from cimkit.utils import machine_info, resolve_device, seed_everything
+from cimkit.utils import machine_info, resolve_device, seed_everything, set_threads
 
 log = logging.getLogger(__name__)
 
 
-def _dataset_info(data: Any) -> dict[str, Any]:
+def _dataset_info(data: Dataset) -> dict[str, Any]:
     return {"name": data.name, "n_train": int(data.x_train.shape[0]), "n_test": int(data.x_test.shape[0]),
-            "num_classes": int(data.num_classes), "input_shape": list(data.x_train.shape[1:])}  # fmt: skip
+            "num_classes": int(data.num_classes), "input_shape": list(data.x_train.shape[1:]),
+            "task": data.task}  # fmt: skip
+
+
+def build_model(cfg: ExperimentConfig, data: Dataset) -> torch.nn.Module:
+    """The experiment's (untrained) model for ``data``: the dataset's description plus ``model_args``."""
+    try:
+        return create(cfg.model, **data.model_spec(), **cfg.model_args)
+    except ConfigError as e:
+        raise ConfigError(f"model_args: {e}") from None
+
+
+def check_variants(cfg: ExperimentConfig, model: torch.nn.Module, data: Dataset) -> None:
+    """Every variant's ``check`` on the untrained model, before any training (ConfigError names it)."""
+    example = data.x_test[:2]
+    for i, spec in enumerate(cfg.variant_specs()):
+        try:
+            VARIANTS.get(spec.kind)(spec.name, spec.cfg).check(model, example)
+        except ConfigError as e:
+            raise ConfigError(f"variants[{i}] ('{spec.name}'): {e}") from None
 
 
 def run_experiment(
@@ -36,33 +63,38 @@ def run_experiment(
 ) -> dict[str, Any]:
     """Run ``cfg``; write ``out_dir/results.json`` (after every variant) and ``out_dir/report.html``.
 
+    The output folder is checked (writable, not another experiment's) and locked before any work.
     The trained baseline is cached under ``out_dir/cache`` keyed by dataset, model and recipe, so a
     re-run reuses it (``retrain=True`` forces training). An interrupted baseline training resumes from
-    its last epoch checkpoint.
+    its last epoch checkpoint. Every variant is validated against the model's shapes first.
     """
-    from cimkit.data import load_dataset
-    from cimkit.models import create
-
     out = Path(out_dir)
+    check_out_dir(out, cfg.to_dict())
+    with OutDirLock(out):
+        return _run(cfg, out, data_dir=data_dir, progress=progress, retrain=retrain)
+
+
+def _run(cfg: ExperimentConfig, out: Path, *, data_dir: str | Path | None, progress: bool,
+         retrain: bool) -> dict[str, Any]:  # fmt: skip
     cache = out / "cache"
-    out.mkdir(parents=True, exist_ok=True)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
+    threads = set_threads(cfg.threads) if cfg.threads else torch.get_num_threads()
     device = resolve_device(cfg.device)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise cimkit.ConfigError("device: 'cuda' was asked for but torch sees no CUDA device; use device = \"cpu\"")
+        raise ConfigError("device: 'cuda' was asked for but torch sees no CUDA device; use device = \"cpu\"")
     specs = cfg.variant_specs()
     seed_everything(cfg.seed)
     t_start = time.perf_counter()
 
     data = load_dataset(cfg.dataset, data_dir=data_dir, progress=progress, **cfg.dataset_args)
+    task = get_task(data.task, **data.task_options)
+    model = build_model(cfg, data)
+    check_variants(cfg, model, data)
     shape = tuple(data.x_train.shape[1:])
-    model = create(cfg.model, in_channels=data.in_channels, num_classes=data.num_classes,
-                   input_size=tuple(data.input_size), **cfg.model_args)  # fmt: skip
     key = config_hash(cfg.dataset, cfg.dataset_args, cfg.model, cfg.model_args, cfg.train.to_dict(), cfg.seed, shape)
     weights = cache / f"baseline-{key}.safetensors"
     baseline: dict[str, Any] = {"key": key, "units": {"train_seconds": "s", "seconds_per_epoch": "s",
-                                                      "history.loss": "nats", "history.seconds": "s"}}
+                                                      "history.loss": task.units.get("loss", "nats"),
+                                                      "history.seconds": "s"}}  # fmt: skip
     reuse = weights.is_file() and not retrain
     if reuse:
         try:
@@ -73,16 +105,12 @@ def run_experiment(
             log.warning("%s; retraining the baseline", e)
             reuse = False
     if not reuse:
-        from cimkit.data import TensorLoader
-
         torch.manual_seed(cfg.train.seed)
         loader = TensorLoader(data.x_train, data.y_train, cfg.train.batch_size, shuffle=True, seed=cfg.train.seed)
         ckpt = cache / f"baseline-{key}-train"
         if retrain and ckpt.exists():
-            import shutil
-
             shutil.rmtree(ckpt)
-        res = fit(model, loader, cfg.train, device=device, checkpoint_dir=ckpt, progress=progress)
+        res = fit(model, loader, cfg.train, device=device, checkpoint_dir=ckpt, progress=progress, task=task)
         meta = {"train_seconds": sum(h["seconds"] for h in res.history),
                 "seconds_per_epoch": res.seconds_per_epoch, "history": res.history}  # fmt: skip
         save_model(weights, model, meta)
@@ -90,15 +118,17 @@ def run_experiment(
     model.to(device).eval()
 
     ctx = RunContext(data=data, baseline=model, train_cfg=cfg.train, seed=cfg.seed, device=device, out_dir=out,
-                     cache_dir=cache, baseline_key=key, eval_batch_size=cfg.eval_batch_size,
+                     cache_dir=cache, baseline_key=key, task=task, eval_batch_size=cfg.eval_batch_size,
                      progress=progress)  # fmt: skip
     results: dict[str, Any] = {
         "cimkit_version": cimkit.__version__,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "experiment": cfg.to_dict(),
         "seed": cfg.seed,
+        "threads": threads,
         "machine": machine_info(),
         "dataset": _dataset_info(data),
+        "task": task.describe(),
         "model": {"name": cfg.model, "params": sum(p.numel() for p in model.parameters())},
         "baseline": baseline,
         "variants": [],
@@ -111,6 +141,8 @@ def run_experiment(
         torch.manual_seed(cfg.seed)
         variant = VARIANTS.get(spec.kind)(spec.name, spec.cfg)
         r = variant.run(ctx)
+        if task.primary not in r.metrics:
+            raise CimkitError(f"variant kind '{spec.kind}' did not report the task's primary metric '{task.primary}'")
         results["variants"].append({"name": spec.name, "kind": spec.kind, "config": spec.cfg.to_dict(),
                                     "metrics": r.metrics, "units": r.units, "details": r.details,
                                     "seconds": time.perf_counter() - t0})  # fmt: skip
@@ -118,7 +150,5 @@ def run_experiment(
     results["complete"] = True
     results["seconds"] = time.perf_counter() - t_start
     atomic_write_json(res_path, results)
-    from cimkit.report import write_report
-
-    write_report(results, out / "report.html")
+    write_report(results, out / "report.html", sections=variant_sections(results))
     return results

@@ -13,11 +13,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from torch import nn
+
 from cimkit.config import Config
 from cimkit.errors import CimkitError
 from cimkit.registry import Registry
-
-from torch import nn
 
 if TYPE_CHECKING:
     from cimkit.experiment.context import RunContext

@@ -27,11 +27,13 @@ from torch import nn
 
 from cimkit.config import check_range
 from cimkit.errors import ConfigError
-from cimkit.experiment.context import RunContext
+from cimkit.experiment.context import DEFAULT_CALIB_BATCHES, RunContext
 from cimkit.experiment.variant import VARIANTS, Variant, VariantResult
 from cimkit.mixed.api import Analysis, MixedConfig, analyze
 from cimkit.mixed.plan import BitPlan
+from cimkit.mixed.report import mixed_sections
 from cimkit.mixed.zeroq import ZeroQConfig, distill_data
+from cimkit.train import FinetuneConfig
 
 log = logging.getLogger("cimkit.mixed")
 
@@ -49,7 +51,7 @@ class MixedVariantConfig(MixedConfig):
     qat_epochs: int = 1
     qat_lr: float = 1e-4
     qat_kd_alpha: float = 0.0
-    calib_batches: int = 4
+    calib_batches: int = DEFAULT_CALIB_BATCHES
     uniform_points: list[int] = field(default_factory=lambda: [2, 3, 4, 6, 8])
     uniform_qat: bool = False
     random_plans: int = 0
@@ -67,6 +69,11 @@ class MixedVariantConfig(MixedConfig):
         for b in self.uniform_points:
             if b not in self.bits:
                 raise ConfigError(f"uniform_points: {b} is not a candidate bit width; allowed: {self.bits}")
+
+    def finetune(self, kd_temperature: float) -> FinetuneConfig:
+        """The QAT recipe: ``qat_epochs`` at the absolute learning rate ``qat_lr``."""
+        return FinetuneConfig(epochs=self.qat_epochs, lr=self.qat_lr, kd_alpha=self.qat_kd_alpha,
+                              kd_temperature=kd_temperature)  # fmt: skip
 
     def mixed_config(self) -> MixedConfig:
         names = set(MixedConfig.__dataclass_fields__)
@@ -94,12 +101,7 @@ class MixedVariant(Variant):
         plan.apply(model, calib)
         out = {"ptq_accuracy": float(ctx.evaluate(model)["accuracy"])}
         if qat and cfg.qat_epochs > 0:
-            tcfg = ctx.train_cfg.replace(
-                epochs=cfg.qat_epochs, lr=cfg.qat_lr, kd_alpha=cfg.qat_kd_alpha, warmup_epochs=0.0
-            )
-            teacher = ctx.baseline_copy() if cfg.qat_kd_alpha > 0 else None
-            ctx.fit(model, tcfg, teacher=teacher, tag=f"mixed-{tag}", key=plan.to_dict())
-            model.eval()
+            ctx.finetune(model, cfg.finetune(ctx.train_cfg.kd_temperature), tag=f"mixed-{tag}", key=plan.to_dict())
             out["accuracy"] = float(ctx.evaluate(model)["accuracy"])
         else:
             out["accuracy"] = out["ptq_accuracy"]
@@ -107,6 +109,9 @@ class MixedVariant(Variant):
 
     def run(self, ctx: RunContext) -> VariantResult:
         cfg = self.cfg
+        if ctx.task.name != "classification":
+            raise ConfigError(f"variants.{self.name}: the mixed kind needs a classification task (its Hessian is "
+                              f"taken of the cross-entropy loss); this experiment's task is '{ctx.task.name}'")  # fmt: skip
         model = ctx.baseline_copy()
         t0 = time.perf_counter()
         if cfg.data_free:
@@ -179,49 +184,9 @@ class MixedVariant(Variant):
         }
         return VariantResult(metrics=metrics, units=units, details=details)
 
-    # ------------------------------------------------------------------ report
-
     @classmethod
     def report_sections(cls, records: list[dict[str, Any]]) -> list[Any]:
-        from cimkit.report import Section, table_html
-        from cimkit.report.html import have_matplotlib
-
-        if not records:
-            return []
-        sections = []
-        if have_matplotlib():
-            from cimkit.report import figure_html
-
-            sections.append(
-                Section(
-                    "Mixed precision: accuracy and Ω vs weight size",
-                    figure_html(pareto_figure(records), "mixed-precision Pareto plot"),
-                )
-            )
-        rows = [
-            [
-                r["name"],
-                ", ".join(f"{k}={v:.6g}" for k, v in r["details"]["plan"].get("budget", {}).items()),
-                f"{r['metrics']['size_bytes']:.0f}",
-                f"{r['metrics']['avg_w_bits']:.2f}",
-                f"{100 * r['metrics']['ptq_accuracy']:.2f}",
-                f"{100 * r['metrics']['accuracy']:.2f}",
-                f"{100 * r['metrics']['random_accuracy_mean']:.2f}" if "random_accuracy_mean" in r["metrics"] else "",
-            ]
-            for r in records
-        ]
-        sections.append(Section("Mixed precision: plans", table_html(
-            ["variant", "budget", "weight bytes", "avg W bits", "PTQ acc (%)", "QAT acc (%)", "random plans acc (%)"], rows
-        )))  # fmt: skip
-        for r in records:
-            lrows = [
-                [x["layer"], x["params"], x["macs"], f"{x['mean_trace']:.4g}", x["w_bits"], f"{x['omega']:.3g}"]
-                for x in r["details"]["layers"]
-            ]
-            sections.append(Section(f"Plan per layer: {r['name']}", table_html(
-                ["layer", "weights", "MACs", "Tr(H)/n", "W bits", "Ω"], lrows
-            )))  # fmt: skip
-        return sections
+        return mixed_sections(records)
 
 
 def _layer_rows(analysis: Analysis, plan: BitPlan) -> list[dict[str, Any]]:
@@ -235,53 +200,3 @@ def _layer_rows(analysis: Analysis, plan: BitPlan) -> list[dict[str, Any]]:
             "trace_stderr": analysis.hessian.trace_stderr.get(layer.name, 0.0) / layer.params,
         })  # fmt: skip
     return out
-
-
-def pareto_figure(records: list[dict[str, Any]]) -> Any:
-    """Two panels: accuracy vs weight size (mixed plans, uniform points, random plans) and the
-    Ω-vs-size Pareto frontier with the same plans marked. ``records`` are results.json entries."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
-    seen_uniform: dict[int, dict[str, Any]] = {}
-    for r in records:
-        for u in r["details"].get("uniform", []):
-            seen_uniform.setdefault(u["bits"], u)
-    if seen_uniform:
-        us = [seen_uniform[b] for b in sorted(seen_uniform)]
-        ax1.plot([u["size_bytes"] / 1e3 for u in us], [100 * u["accuracy"] for u in us], "s--", color="tab:gray",
-                 label="uniform (" + ("QAT" if any("ptq_accuracy" in u and u["accuracy"] != u["ptq_accuracy"] for u in us) else "PTQ") + ")")  # fmt: skip
-        for u in us:
-            ax1.annotate(f"W{u['bits']}", (u["size_bytes"] / 1e3, 100 * u["accuracy"]), textcoords="offset points",
-                         xytext=(4, -10), fontsize=8)  # fmt: skip
-            ax2.plot(u["size_bytes"] / 1e3, u["omega"], "s", color="tab:gray")
-    rs = sorted(records, key=lambda r: r["metrics"]["size_bytes"])
-    ax1.plot([r["metrics"]["size_bytes"] / 1e3 for r in rs], [100 * r["metrics"]["accuracy"] for r in rs], "o-",
-             color="tab:red", label="Hessian mixed precision")  # fmt: skip
-    ax1.plot([r["metrics"]["size_bytes"] / 1e3 for r in rs], [100 * r["metrics"]["ptq_accuracy"] for r in rs], "o",
-             mfc="none", color="tab:red", label="mixed, before QAT")  # fmt: skip
-    rnd = [x for r in records for x in r["details"].get("random", [])]
-    if rnd:
-        ax1.plot([x["size_bytes"] / 1e3 for x in rnd], [100 * x["accuracy"] for x in rnd], "x", color="tab:blue",
-                 label="random plans, same size")  # fmt: skip
-        ax2.plot([x["size_bytes"] / 1e3 for x in rnd], [x["omega"] for x in rnd], "x", color="tab:blue")
-    front = records[0]["details"].get("pareto", [])
-    if front:
-        ax2.step([p["size_bytes"] / 1e3 for p in front], [p["omega"] for p in front], where="post", color="black",
-                 lw=1, label="Pareto frontier (ΣΩ)")  # fmt: skip
-    ax2.plot([r["metrics"]["size_bytes"] / 1e3 for r in rs], [r["metrics"]["omega"] for r in rs], "o", color="tab:red",
-             label="chosen plans")  # fmt: skip
-    ax1.set_xlabel("weight size of Linear/Conv layers (kB)")
-    ax1.set_ylabel("test accuracy (%)")
-    ax1.grid(alpha=0.3)
-    ax1.legend(fontsize=8)
-    ax2.set_xlabel("weight size of Linear/Conv layers (kB)")
-    ax2.set_ylabel("total sensitivity ΣΩ (nats, log)")
-    ax2.set_yscale("log")
-    ax2.grid(alpha=0.3)
-    ax2.legend(fontsize=8)
-    fig.tight_layout()
-    return fig

@@ -60,53 +60,78 @@ def _baseline_section(results: dict[str, Any]) -> Section | None:
 
     fig, ax = plt.subplots(figsize=(5.5, 3.2))
     ep = [h["epoch"] for h in hist]
+    task = results.get("task", {})
     (l1,) = ax.plot(ep, [h["loss"] for h in hist], "o-", label="train loss")
     ax.set_xlabel("epoch")
-    ax.set_ylabel("cross-entropy (nats)")
-    ax2 = ax.twinx()
-    (l2,) = ax2.plot(ep, [100 * h["train_accuracy"] for h in hist], "s--", color="tab:orange", label="train accuracy")
-    ax2.set_ylabel("train accuracy (%)")
+    ax.set_ylabel(f"training loss ({task.get('units', {}).get('loss', 'nats')})")
+    handles = [l1]
+    key = f"train_{task.get('primary', 'accuracy')}"
+    if key != "train_loss" and all(key in h for h in hist):
+        ax2 = ax.twinx()
+        label, scale, _ = metric_axis(results, task.get("primary", "accuracy"))
+        (l2,) = ax2.plot(ep, [scale * h[key] for h in hist], "s--", color="tab:orange", label=f"train {label}")
+        ax2.set_ylabel(f"train {label}")
+        handles.append(l2)
     ax.set_title("baseline training")
-    ax.legend(handles=[l1, l2], loc="center right", framealpha=0.9)
+    ax.legend(handles=handles, loc="center right", framealpha=0.9)
     b = results["baseline"]
     note = "reused from cache" if b.get("reused") else "trained in this run"
     text = f"<p>{len(hist)} epochs, {b.get('seconds_per_epoch', float('nan')):.2f} s/epoch ({note}).</p>"
     return Section("Baseline training", text + figure_html(fig, "training curve"))
 
 
-def _accuracy_section(results: dict[str, Any]) -> Section | None:
+def primary_metric(results: dict[str, Any]) -> str:
+    """The task's primary metric of a results dict (``accuracy`` for results without a task)."""
+    return str(results.get("task", {}).get("primary", "accuracy"))
+
+
+def metric_axis(results: dict[str, Any], metric: str) -> tuple[str, float, str]:
+    """``(axis label, scale, unit)`` for plotting ``metric``: fractions become percent."""
+    unit = results.get("task", {}).get("units", {}).get(metric, "fraction" if metric == "accuracy" else "")
+    if unit == "fraction":
+        return f"{metric} (%)", 100.0, "%"
+    return (f"{metric} ({unit})" if unit else metric), 1.0, unit
+
+
+def _primary_section(results: dict[str, Any]) -> Section | None:
     vs = results.get("variants", [])
+    p = primary_metric(results)
+    vs = [v for v in vs if p in v["metrics"]]
     if not vs or not have_matplotlib():
         return None
     import matplotlib.pyplot as plt
 
+    label, k, _ = metric_axis(results, p)
     fig, ax = plt.subplots(figsize=(max(4.0, 0.9 * len(vs) + 2), 3.2))
-    acc = [100 * v["metrics"]["accuracy"] for v in vs]
-    err = [100 * v["metrics"].get("accuracy_std", 0.0) for v in vs]
-    ax.bar(range(len(vs)), acc, yerr=err, capsize=3, color="tab:blue")
+    val = [k * v["metrics"][p] for v in vs]
+    err = [k * v["metrics"].get(f"{p}_std", 0.0) for v in vs]
+    ax.bar(range(len(vs)), val, yerr=err, capsize=3, color="tab:blue")
     ax.set_xticks(range(len(vs)), [v["name"] for v in vs], rotation=30, ha="right")
-    ax.set_ylabel("test accuracy (%)")
-    lo = min(acc) - max([*err, 0]) - 2
-    ax.set_ylim(max(0.0, lo), 100)
-    for i, a in enumerate(acc):
-        ax.text(i, a, f"{a:.2f}", ha="center", va="bottom", fontsize=8)
-    return Section("Accuracy by variant", figure_html(fig, "accuracy by variant"))
+    ax.set_ylabel(f"test {label}")
+    if k == 100.0:
+        lo = min(val) - max([*err, 0]) - 2
+        ax.set_ylim(max(0.0, lo), 100)
+    for i, a in enumerate(val):
+        ax.text(i, a, f"{a:.4g}", ha="center", va="bottom", fontsize=8)
+    return Section(f"{p.capitalize()} by variant", figure_html(fig, f"{p} by variant"))
 
 
 def _size_section(results: dict[str, Any]) -> Section | None:
-    """Accuracy vs model size over every variant that reports ``size_bytes`` (any kind)."""
-    vs = [v for v in results.get("variants", []) if "size_bytes" in v["metrics"]]
+    """The primary metric vs model size over every variant that reports ``size_bytes`` (any kind)."""
+    p = primary_metric(results)
+    vs = [v for v in results.get("variants", []) if "size_bytes" in v["metrics"] and p in v["metrics"]]
     if len(vs) < 2 or not have_matplotlib():
         return None
     import matplotlib.pyplot as plt
 
+    label, k, _ = metric_axis(results, p)
     fig, ax = plt.subplots(figsize=(6, 3.6))
     for kind in dict.fromkeys(v["kind"] for v in vs):
         pts = [v for v in vs if v["kind"] == kind]
-        ax.scatter([v["metrics"]["size_bytes"] / 1024 for v in pts], [100 * v["metrics"]["accuracy"] for v in pts],
+        ax.scatter([v["metrics"]["size_bytes"] / 1024 for v in pts], [k * v["metrics"][p] for v in pts],
                    label=kind, s=30)  # fmt: skip
         for v in pts:
-            ax.annotate(v["name"], (v["metrics"]["size_bytes"] / 1024, 100 * v["metrics"]["accuracy"]),
+            ax.annotate(v["name"], (v["metrics"]["size_bytes"] / 1024, k * v["metrics"][p]),
                         fontsize=7, xytext=(3, 3), textcoords="offset points")  # fmt: skip
     from matplotlib.ticker import FuncFormatter, NullFormatter
 
@@ -114,10 +139,10 @@ def _size_section(results: dict[str, Any]) -> Section | None:
     ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
     ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel("model size (KiB, log scale)")
-    ax.set_ylabel("test accuracy (%)")
+    ax.set_ylabel(f"test {label}")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    return Section("Accuracy vs model size", figure_html(fig, "accuracy vs size"))
+    return Section(f"{p.capitalize()} vs model size", figure_html(fig, f"{p} vs size"))
 
 
 _CSS = """body{font-family:system-ui,sans-serif;max-width:1000px;margin:2em auto;padding:0 1em;color:#222}
@@ -126,10 +151,9 @@ th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}img{max-widt
 code{background:#f5f5f5;padding:0 .2em}.meta{color:#666;font-size:.9em}"""
 
 
-def render_report(results: dict[str, Any]) -> str:
-    """The report page as a string."""
-    from cimkit.experiment.variant import VARIANTS
-
+def render_report(results: dict[str, Any], sections: list[Section] | None = None) -> str:
+    """The report page as a string: the summary, the shared plots, then ``sections`` (what the
+    caller adds, e.g. each variant kind's own tables and plots)."""
     exp = results.get("experiment", {})
     title = f"cimkit report: {exp.get('name', 'experiment')}"
     parts = [f"<h1>{html.escape(title)}</h1>"]
@@ -144,31 +168,20 @@ def render_report(results: dict[str, Any]) -> str:
     if not results.get("complete", True):
         parts.append("<p><b>Incomplete run:</b> some variants did not finish.</p>")
     headers, rows = summary_rows(results)
-    sections = [Section("Summary", table_html(headers, rows))]
-    for s in (_accuracy_section(results), _size_section(results), _baseline_section(results)):
+    shown = [Section("Summary", table_html(headers, rows))]
+    for s in (_primary_section(results), _size_section(results), _baseline_section(results)):
         if s is not None:
-            sections.append(s)
-    kinds: list[str] = []
-    for v in results.get("variants", []):
-        if v["kind"] not in kinds:
-            kinds.append(v["kind"])
-    for kind in kinds:
-        if kind not in VARIANTS:
-            continue
-        records = [v for v in results["variants"] if v["kind"] == kind]
-        try:
-            sections.extend(VARIANTS.get(kind).report_sections(records))
-        except ImportError as e:
-            log.warning("report section for %s skipped: %s", kind, e)
+            shown.append(s)
+    shown.extend(sections or [])
     if not have_matplotlib():
-        sections.append(Section("Plots", "<p>Install the <code>report</code> extra (matplotlib) for plots.</p>"))
-    for s in sections:
+        shown.append(Section("Plots", "<p>Install the <code>report</code> extra (matplotlib) for plots.</p>"))
+    for s in shown:
         parts.append(f"<h2>{html.escape(s.title)}</h2>\n{s.html}")
     body = "\n".join(parts)
     return f"<!doctype html><html><head><meta charset=utf-8><title>{html.escape(title)}</title>" \
            f"<style>{_CSS}</style></head><body>{body}</body></html>\n"  # fmt: skip
 
 
-def write_report(results: dict[str, Any], path: str | Path) -> Path:
-    """Render and write the report atomically."""
-    return atomic_write_text(path, render_report(results))
+def write_report(results: dict[str, Any], path: str | Path, sections: list[Section] | None = None) -> Path:
+    """Render and write the report atomically (``sections`` as in :func:`render_report`)."""
+    return atomic_write_text(path, render_report(results, sections))

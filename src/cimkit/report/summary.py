@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-# metrics shown in the summary when a variant has them, in this order, with a display unit
-_SHOWN = ("accuracy", "size_bytes", "bops", "energy_uj", "latency_us")
+# metrics shown after the task's primary metric when a variant has them, in this order
+_SHOWN = ("size_bytes", "bops", "energy_uj", "latency_us")
 
 
 def _fmt(key: str, value: Any, unit: str) -> str:
     if value is None:
         return "-"
-    if key == "accuracy" or unit == "fraction":
+    if unit == "fraction":
         return f"{100 * value:.2f}%"
     if unit == "bytes":
         return f"{value / 1024:.1f} KiB"
@@ -25,17 +25,20 @@ def _fmt(key: str, value: Any, unit: str) -> str:
 
 
 def summary_rows(results: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
-    """Headers and rows: variant, kind, then the common metrics present in any variant."""
+    """Headers and rows: variant, kind, the task's primary metric (with its std over chips or seeds
+    when a variant has one), then the common cost metrics present in any variant."""
     variants = results.get("variants", [])
-    keys = [k for k in _SHOWN if any(k in v["metrics"] for v in variants)]
-    std_cols = any("accuracy_std" in v["metrics"] for v in variants)
-    headers = ["variant", "kind", *keys] + (["accuracy ± std"] if std_cols else []) + ["seconds"]
+    p = str(results.get("task", {}).get("primary", "accuracy"))
+    keys = [p, *(k for k in _SHOWN if any(k in v["metrics"] for v in variants))]
+    std_cols = any(f"{p}_std" in v["metrics"] for v in variants)
+    headers = ["variant", "kind", *keys] + ([f"{p} ± std"] if std_cols else []) + ["seconds"]
     rows = []
     for v in variants:
         m, u = v["metrics"], v.get("units", {})
         row = [v["name"], v["kind"], *(_fmt(k, m.get(k), u.get(k, "")) for k in keys)]
         if std_cols:
-            row.append(f"± {100 * m['accuracy_std']:.2f}" if "accuracy_std" in m else "")
+            sd = m.get(f"{p}_std")
+            row.append("" if sd is None else "± " + _fmt(f"{p}_std", sd, u.get(f"{p}_std", "")).removesuffix("%"))
         row.append(f"{v.get('seconds', 0):.1f}")
         rows.append(row)
     return headers, rows
