@@ -74,6 +74,7 @@ def needs_calibration(model: nn.Module) -> bool:
 class AnalogStep(Step):
     op = "analog"
     config_cls = AnalogStepConfig
+    tiny = {"calib_batches": 1}
 
     def run(self, state: PipelineState, ctx: RunContext) -> None:
         cfg: AnalogStepConfig = self.cfg  # type: ignore[assignment]
@@ -126,6 +127,7 @@ class ChipsTimesConfig(Config):
 class ChipsTimes(EvalProtocol):
     name = "chips_times"
     config_cls = ChipsTimesConfig
+    tiny = {"repeats": 2, "times": [1.0, 86400.0]}
     cfg: ChipsTimesConfig
 
     def evaluate(self, state: PipelineState, ctx: RunContext, variant: str) -> tuple[dict, dict, dict]:

@@ -116,6 +116,7 @@ class AnalogVariantConfig(Config):
 class AnalogVariant(Variant):
     config_cls = AnalogVariantConfig
     cfg: AnalogVariantConfig
+    tiny = {"repeats": 2, "times": [1.0, 86400.0], "hwa": True, "hwa_epochs": 1, "calib_batches": 1}
 
     def run(self, ctx: RunContext) -> VariantResult:
         cfg = self.cfg

@@ -68,16 +68,24 @@ class Step:
 
     op: ClassVar[str] = ""
     config_cls: ClassVar[type[Config]] = Config
+    tiny: ClassVar[dict[str, Any]] = {}  # settings of a seconds-long smoke run (contract tests)
 
-    def __init__(self, cfg: Config, index: int = 0, variant: str = "") -> None:
+    def __init__(self, cfg: Config, index: int = 0, variant: str = "", prefix: list[dict[str, Any]] | None = None) -> None:
         self.cfg = cfg
         self.index = index
         self.variant = variant
+        self.prefix = list(prefix or [])  # the step tables before this one
 
     @property
     def tag(self) -> str:
-        """A cache tag unique to this step of this variant."""
-        return f"{self.variant}-{self.index}-{self.op}"
+        """A cache tag for this step (``pipeline-<op>``); with :attr:`cache_key` it names the step's
+        checkpoints, so pipelines that share their first steps share their trained models."""
+        return f"pipeline-{self.op}"
+
+    @property
+    def cache_key(self) -> dict[str, Any]:
+        """What this step's result depends on: the step tables before it and its own config."""
+        return {"prefix": self.prefix, "step": {"op": self.op, **self.cfg.to_dict()}}
 
     def run(self, state: PipelineState, ctx: RunContext) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -94,6 +102,7 @@ class EvalProtocol:
 
     name: ClassVar[str] = ""
     config_cls: ClassVar[type[Config]] = Config
+    tiny: ClassVar[dict[str, Any]] = {}  # settings of a seconds-long smoke run (contract tests)
 
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
@@ -137,15 +146,16 @@ class FinetuneStepConfig(FinetuneConfig):
 class FinetuneStep(Step):
     op = "finetune"
     config_cls = FinetuneStepConfig
+    tiny = {"epochs": 1}
 
     def run(self, state: PipelineState, ctx: RunContext) -> None:
         cfg: FinetuneStepConfig = self.cfg  # type: ignore[assignment]
         if cfg.epochs == 0:
             return
         res = ctx.finetune(state.model, cfg, step_hooks=state.step_hooks, callbacks=state.callbacks,
-                           tag=self.tag, key=cfg.to_dict())  # fmt: skip
+                           tag=self.tag, key=self.cache_key)  # fmt: skip
         state.details.setdefault("finetune", []).append({"step": self.index, **res})
-        state.seconds[self.tag] = res["seconds"]
+        state.seconds[f"step{self.index}-{self.op}"] = res["seconds"]
 
 
 def parse_steps(steps: list[dict[str, Any]], where: str = "steps", variant: str = "") -> list[Step]:
@@ -163,7 +173,7 @@ def parse_steps(steps: list[dict[str, Any]], where: str = "steps", variant: str 
             cls = STEPS.get(op)
         except ConfigError as e:
             raise ConfigError(f"{w}op: {e}") from None
-        out.append(cls(cls.config_cls.from_dict(rest, where=w), i, variant))
+        out.append(cls(cls.config_cls.from_dict(rest, where=w), i, variant, prefix=steps[:i]))
     return out
 
 
@@ -221,6 +231,7 @@ class PipelineConfig(Config):
 class PipelineVariant(Variant):
     config_cls = PipelineConfig
     cfg: PipelineConfig
+    tiny = {"steps": [{"op": "quantize", "w_bits": 4, "calib_batches": 1}, {"op": "finetune", "epochs": 1}]}
 
     def run(self, ctx: RunContext) -> VariantResult:
         steps, proto = self.cfg.parsed(self.name)

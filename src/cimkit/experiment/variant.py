@@ -44,6 +44,8 @@ class Variant:
     """Base class of variant kinds. ``self.name`` is the variant's name, ``self.cfg`` its config."""
 
     config_cls: ClassVar[type[Config]] = Config
+    # settings of a seconds-long smoke run of this kind (the registry contract test runs every kind with them)
+    tiny: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, name: str, cfg: Config) -> None:
         self.name = name

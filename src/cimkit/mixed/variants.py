@@ -84,6 +84,8 @@ class MixedVariantConfig(MixedConfig):
 class MixedVariant(Variant):
     config_cls = MixedVariantConfig
     cfg: MixedVariantConfig
+    tiny = {"probes": 4, "min_probes": 2, "hessian_samples": 64, "qat_epochs": 1, "uniform_points": [4],
+            "calib_batches": 1}  # fmt: skip
 
     # ------------------------------------------------------------------ run
 

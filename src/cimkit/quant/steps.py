@@ -58,6 +58,7 @@ def quantize_and_calibrate(state: PipelineState, ctx: RunContext, cfg: QuantizeS
 class QuantizeStep(Step):
     op = "quantize"
     config_cls = QuantizeStepConfig
+    tiny = {"w_bits": 4, "calib_batches": 1}
 
     def run(self, state: PipelineState, ctx: RunContext) -> None:
         quantize_and_calibrate(state, ctx, self.cfg)  # type: ignore[arg-type]

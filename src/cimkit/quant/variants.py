@@ -128,6 +128,7 @@ def _check(cfg: PTQConfig, model: nn.Module) -> None:
 @VARIANTS.register("ptq", "post-training quantization: fold BN, quantize (QuantConfig fields), calibrate, evaluate")
 class PTQVariant(Variant):
     config_cls = PTQConfig
+    tiny = {"calib_batches": 1}
 
     def run(self, ctx: RunContext) -> VariantResult:
         cfg: PTQConfig = self.cfg  # type: ignore[assignment]
@@ -145,6 +146,7 @@ class PTQVariant(Variant):
 @VARIANTS.register("qat", "quantization-aware training: PTQ init, fine-tune with fake quantization, evaluate")
 class QATVariant(Variant):
     config_cls = QATConfig
+    tiny = {"epochs": 1, "calib_batches": 1}
 
     def run(self, ctx: RunContext) -> VariantResult:
         cfg: QATConfig = self.cfg  # type: ignore[assignment]
