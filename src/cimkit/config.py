@@ -192,13 +192,19 @@ def _coerce(tp: Any, value: Any, name: str) -> Any:
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
             if isinstance(value, float) and value.is_integer():
-                return int(value)
-            raise ConfigError(f"{name}: expected an integer, got {value!r}")
+                value = int(value)
+            else:
+                raise ConfigError(f"{name}: expected an integer, got {value!r}")
+        if not -(2**63) <= value < 2**63:
+            raise ConfigError(f"{name}: {value!r} is out of range; allowed: 64-bit integers")
         return value
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{name}: expected a number, got {value!r}")
-        return float(value)
+        try:
+            return float(value)
+        except OverflowError:
+            raise ConfigError(f"{name}: {value!r} is out of range; allowed: finite numbers") from None
     if tp is str:
         if not isinstance(value, str):
             raise ConfigError(f"{name}: expected a string, got {value!r}")
@@ -231,12 +237,25 @@ def loads_toml(text: str) -> dict[str, Any]:
         raise ConfigError(f"invalid TOML: {e}") from None
 
 
-def load_toml(path: str | Path) -> dict[str, Any]:
-    """Read and parse a TOML file (missing file -> ConfigError)."""
+def read_config_text(path: str | Path) -> str:
+    """The text of a config file; a missing file, a folder, an unreadable or non-UTF-8 (binary) file
+    is a one-line ConfigError."""
     p = Path(path)
+    if p.is_dir():
+        raise ConfigError(f"config file {p} is a folder; give the path of a .toml experiment file")
     if not p.is_file():
         raise ConfigError(f"config file not found: {p}")
-    return loads_toml(p.read_text(encoding="utf-8"))
+    try:
+        return p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"config file {p} is not UTF-8 text (byte {e.start}: {e.reason}); is it a binary file?") from None
+    except OSError as e:
+        raise ConfigError(f"cannot read config file {p}: {e.strerror or e}") from None
+
+
+def load_toml(path: str | Path) -> dict[str, Any]:
+    """Read and parse a TOML file (missing, binary or unreadable file -> ConfigError)."""
+    return loads_toml(read_config_text(path))
 
 
 def _toml_value(v: Any) -> str:

@@ -8,6 +8,7 @@ from typing import Any
 from cimkit.config import Config, check_range
 from cimkit.errors import ConfigError
 from cimkit.train import TrainConfig
+from cimkit.utils import MAX_THREADS
 
 # The built-in experiment's variants: one of each verb, small enough to finish in seconds on digits.
 DEFAULT_VARIANTS: tuple[dict[str, Any], ...] = (
@@ -60,7 +61,7 @@ class ExperimentConfig(Config):
 
         if not self.name or any(c in self.name for c in "/\\"):
             raise ConfigError(f"name: {self.name!r} must be a non-empty name without slashes")
-        check_range("threads", self.threads, 0)
+        check_range("threads", self.threads, 0, MAX_THREADS)
         check_range("eval_batch_size", self.eval_batch_size, 1)
         if self.device not in ("cpu", "cuda", "auto") and not self.device.startswith("cuda:"):
             raise ConfigError(f"device: {self.device!r} is not allowed; allowed: cpu, cuda, cuda:N, auto")
@@ -108,11 +109,15 @@ def load_experiment(path: str | None) -> ExperimentConfig:
         return ExperimentConfig()
     from pathlib import Path
 
-    from cimkit.config import load_toml
+    from cimkit.config import loads_toml, read_config_text
 
     p = Path(path)
+    text = read_config_text(p)
+    if not text.strip() or (p.suffix != ".json" and not loads_toml(text)):
+        raise ConfigError(
+            f"config file {p} is empty; write an experiment (see `cimkit config` for the built-in one), or run "
+            f"`cimkit run` without a file for the built-in default"
+        )
     if p.suffix == ".json":
-        if not p.is_file():
-            raise ConfigError(f"config file not found: {p}")
-        return ExperimentConfig.from_json(p.read_text(encoding="utf-8"))
-    return ExperimentConfig.from_dict(load_toml(p))
+        return ExperimentConfig.from_json(text)
+    return ExperimentConfig.from_dict(loads_toml(text))
