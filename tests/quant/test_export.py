@@ -165,7 +165,9 @@ def test_onnx_export_runs_in_onnxruntime_and_matches(cfg: QuantConfig, tmp_path)
     # float accumulation order differs between ORT and PyTorch, so a value that sits on a rounding
     # boundary may land on the neighbouring code: outputs agree to within one quantization step
     assert res["max_abs_diff_reference"] <= _step_bound(model)
-    assert res["median_abs_diff_reference"] <= 1e-6 * max(1.0, res["max_abs_ref"])  # most are exact
+    # most are exact; the rest differ by float32 summation order in the last Gemm: typically
+    # sqrt(K)·2^-24·Σ|w·x| ≈ sqrt(84)·6e-8·0.28 ≈ 1.6e-7 (K = 84, Σ|w·x| <= 0.28 here) < 1e-6
+    assert res["median_abs_diff_reference"] <= 1e-6 * max(1.0, res["max_abs_ref"])
     assert res["max_abs_diff"] <= _step_bound(model)  # integer kernels: also within one step
     assert res["argmax_agreement"] >= 0.95
     # what ran is reported, and no fused integer kernel can saturate on a CPU without VNNI

@@ -315,7 +315,7 @@ def integer_kernels(proto: Any) -> list[dict[str, Any]]:
     return out
 
 
-def check_onnx(model: nn.Module, path: str | Path, x: Tensor) -> dict[str, Any]:
+def check_onnx(model: nn.Module, path: str | Path, x: Tensor, *, threads: int = 1) -> dict[str, Any]:
     """Run ``path`` with onnxruntime on ``x`` and compare with ``model(x)``.
 
     Two sessions: ``reference`` (graph optimizations off: ORT evaluates the QDQ graph as written;
@@ -328,11 +328,14 @@ def check_onnx(model: nn.Module, path: str | Path, x: Tensor) -> dict[str, Any]:
     ``argmax_agreement`` and what ran: ``kernels`` (op type -> count in the optimized graph ORT
     executed), ``integer_kernels`` (:func:`integer_kernels` of that graph), ``saturation_free``
     (no integer kernel whose result depends on the CPU's instruction set) and ``cpu`` (
-    :func:`cpu_features`: avx2 / avx512_vnni / avx_vnni ... of this machine).
+    :func:`cpu_features`: avx2 / avx512_vnni / avx_vnni ... of this machine). ``threads``:
+    onnxruntime's intra-op threads (default 1, so the result does not depend on the core count).
     """
     import onnx
     import onnxruntime as ort
 
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise ConfigError(f"threads: {threads!r} is not allowed; allowed: an integer >= 1")
     with torch.no_grad():
         ref = model.eval()(x).detach().cpu().float()
     outs = {}
@@ -342,6 +345,7 @@ def check_onnx(model: nn.Module, path: str | Path, x: Tensor) -> dict[str, Any]:
                            ("reference", ort.GraphOptimizationLevel.ORT_DISABLE_ALL)):  # fmt: skip
             so = ort.SessionOptions()
             so.graph_optimization_level = level
+            so.intra_op_num_threads = so.inter_op_num_threads = int(threads)
             if key == "optimized":
                 so.optimized_model_filepath = str(opt_path)
                 so.log_severity_level = 3  # ORT warns that NCHWc-optimized graphs are CPU specific
