@@ -12,6 +12,18 @@ codes are exactly the 4-bit ones. With ``int4=True`` (opset >= 21) the 4-bit ten
 ``INT4``/``UINT4`` types for 4-bit weight codes (activations keep uint8/int8 + Clip, see
 :func:`_to_int4`). Grids wider than 8 bits are not exported (ConfigError).
 
+Portability: onnxruntime fuses QDQ pairs into integer kernels (QLinearConv, QGemm, QLinearMatMul). On
+x86 it turns int8 activations into uint8 ones (``QDQS8ToU8Transformer``), so every fused kernel
+multiplies uint8 activation codes ``a`` (0..255) by the weight codes. With int8 weight codes ``q``
+the x86 kernel of CPUs without VNNI (AVX2, AVX-512 without VNNI) uses ``vpmaddubsw``, which adds two
+products ``a1·q1 + a2·q2`` in int16 and *saturates*: exact only while ``2·255·|q| <= 32767``, i.e.
+``|q| <= 64``. The 8-bit signed grid ``-127..127`` breaks this, so the same model computed different
+numbers on an AVX2 CPU than on a VNNI one (measured: docs/onnx.md). Signed weight grids wider than
+``[-64, 64]`` are therefore exported as the identical uint8 grid (:func:`unsigned_weight_grid`:
+codes and zero point + 128, so ``(q - z)·s`` is unchanged for every code); uint8 x uint8 kernels
+widen to 16 bits before multiplying (``vpmaddwd``) and are exact on every CPU. Narrower signed grids
+(up to 7 bits, binary, ternary) stay int8, which also keeps ``int4=True`` available for them.
+
 The graph is produced by PyTorch's TorchScript-based exporter (``dynamo=False``); onnxruntime runs
 it. :func:`check_onnx` compares onnxruntime with the PyTorch model. Needs the ``onnx`` extra.
 """
@@ -21,7 +33,10 @@ from __future__ import annotations
 import copy
 import io
 import logging
+import platform
+import tempfile
 import warnings
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +53,29 @@ from cimkit.quant.layers import QuantLayer
 log = logging.getLogger("cimkit.quant")
 
 _ONNX_INT8, _ONNX_UINT8 = 3, 2  # TensorProto data types
+
+# Largest |int8 weight code| for which onnxruntime's u8 x s8 x86 kernels cannot saturate: the
+# non-VNNI kernels add two products in int16 (vpmaddubsw), and 2 * 255 * 64 = 32640 <= 32767.
+U8S8_SAFE_ABS_CODE = 64
+
+
+def needs_unsigned_weights(qmin: int, qmax: int) -> bool:
+    """Whether a weight grid ``[qmin, qmax]`` must be exported as uint8 to be exact on every CPU:
+    signed grids with a code beyond ``±U8S8_SAFE_ABS_CODE`` (e.g. the 8-bit ``-127..127``)."""
+    return qmin < 0 and max(-qmin, qmax) > U8S8_SAFE_ABS_CODE
+
+
+def unsigned_weight_grid(codes: Tensor, zero_point: Tensor) -> tuple[Tensor, Tensor]:
+    """The same grid with uint8 codes: ``(codes + 128, zero_point + 128)`` as uint8 tensors.
+
+    ``(q + 128) - (z + 128) = q - z`` exactly (integers), so ``DequantizeLinear`` gives bit-identical
+    real values ``(q - z)·s`` for every code; codes and zero point must lie in ``[-128, 127]``."""
+    for name, t in (("codes", codes), ("zero_point", zero_point)):
+        if t.numel() and (float(t.min()) < -128 or float(t.max()) > 127):
+            raise ConfigError(
+                f"{name}: values in [{float(t.min())}, {float(t.max())}] do not fit int8; allowed: [-128, 127]"
+            )
+    return (codes.to(torch.int16) + 128).to(torch.uint8), (zero_point.to(torch.int16) + 128).to(torch.uint8)
 
 
 class _QDQ(torch.autograd.Function):
@@ -85,6 +123,9 @@ class _OnnxQuantLayer(nn.Module):
             raise ConfigError(f"ONNX export supports weights of at most 8 bits, got {wq.bits}")
         codes, scale, zp = wq.qparams(layer.weight)
         signed_w = wq.qmin < 0
+        if needs_unsigned_weights(wq.qmin, wq.qmax):  # int8 codes that could saturate u8 x s8 kernels
+            codes, zp = unsigned_weight_grid(codes, zp)
+            signed_w = False
         dt = torch.int8 if signed_w else torch.uint8
         self.axis = wq.axis
         self.register_buffer("w_codes", codes.to(dt))
@@ -224,7 +265,57 @@ def _to_int4(proto: Any) -> Any:
     return proto
 
 
-def check_onnx(model: nn.Module, path: str | Path, x: Tensor) -> dict[str, float]:
+# Integer kernels of onnxruntime's optimized graphs: op type -> (activation zero point, weight)
+# input positions (ONNX / com.microsoft operator schemas).
+_INTEGER_OPS: dict[str, tuple[int, int]] = {
+    "QLinearConv": (2, 3), "QLinearMatMul": (2, 3), "QGemm": (2, 3),
+    "ConvInteger": (2, 1), "MatMulInteger": (2, 1), "MatMulIntegerToFloat": (4, 1),
+}  # fmt: skip
+_CPU_FLAGS = ("avx2", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "amx_int8")
+
+
+def cpu_features() -> dict[str, Any]:
+    """The x86 features that select onnxruntime's integer kernels, from ``/proc/cpuinfo``
+    (empty flags where it is absent, e.g. macOS/Windows), and ``platform.machine()``."""
+    flags: set[str] = set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+                break
+    except OSError:
+        pass
+    return {"machine": platform.machine(), **{f: f in flags for f in _CPU_FLAGS}}
+
+
+def integer_kernels(proto: Any) -> list[dict[str, Any]]:
+    """The integer kernels of an (optimized) ONNX graph: op type, activation and weight types (``?``
+    when not a stored initializer) and the largest |weight code| of int8 weights (else ``None``).
+
+    ``saturates`` flags a kernel that can give CPU-dependent results: uint8/int8 activations times
+    int8 weight codes beyond ``±U8S8_SAFE_ABS_CODE`` (see the module docstring)."""
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    inits = {t.name: t for t in proto.graph.initializer}
+
+    def dtype(t: Any) -> str:
+        return "?" if t is None else helper.tensor_dtype_to_np_dtype(t.data_type).name
+
+    out = []
+    for node in proto.graph.node:
+        if node.op_type not in _INTEGER_OPS:
+            continue
+        a_zp, w = (inits.get(node.input[i]) if i < len(node.input) else None for i in _INTEGER_OPS[node.op_type])
+        w_abs = None
+        if w is not None and w.data_type == TensorProto.INT8:
+            w_abs = int(np.abs(numpy_helper.to_array(w).astype(np.int32)).max(initial=0))
+        out.append({"op": node.op_type, "activation": dtype(a_zp), "weight": dtype(w), "max_abs_weight_code": w_abs,
+                    "saturates": w_abs is not None and w_abs > U8S8_SAFE_ABS_CODE})  # fmt: skip
+    return out
+
+
+def check_onnx(model: nn.Module, path: str | Path, x: Tensor, *, threads: int = 1) -> dict[str, Any]:
     """Run ``path`` with onnxruntime on ``x`` and compare with ``model(x)``.
 
     Two sessions: ``reference`` (graph optimizations off: ORT evaluates the QDQ graph as written;
@@ -233,20 +324,37 @@ def check_onnx(model: nn.Module, path: str | Path, x: Tensor) -> dict[str, float
     orders) and ``optimized`` (ORT's default: QDQ pairs are fused into integer kernels such as
     QLinearConv, which round intermediate results to the next layer's grid). Either way outputs
     agree to within about one quantization step. Returns ``max_abs_diff`` (optimized),
-    ``max_abs_diff_reference``, ``median_abs_diff_reference``, ``max_abs_ref`` and
-    ``argmax_agreement``.
+    ``max_abs_diff_reference``, ``median_abs_diff_reference``, ``max_abs_ref``,
+    ``argmax_agreement`` and what ran: ``kernels`` (op type -> count in the optimized graph ORT
+    executed), ``integer_kernels`` (:func:`integer_kernels` of that graph), ``saturation_free``
+    (no integer kernel whose result depends on the CPU's instruction set) and ``cpu`` (
+    :func:`cpu_features`: avx2 / avx512_vnni / avx_vnni ... of this machine). ``threads``:
+    onnxruntime's intra-op threads (default 1, so the result does not depend on the core count).
     """
+    import onnx
     import onnxruntime as ort
 
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise ConfigError(f"threads: {threads!r} is not allowed; allowed: an integer >= 1")
     with torch.no_grad():
         ref = model.eval()(x).detach().cpu().float()
     outs = {}
-    for key, level in (("optimized", ort.GraphOptimizationLevel.ORT_ENABLE_ALL),
-                       ("reference", ort.GraphOptimizationLevel.ORT_DISABLE_ALL)):  # fmt: skip
-        so = ort.SessionOptions()
-        so.graph_optimization_level = level
-        sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-        outs[key] = torch.from_numpy(sess.run(None, {sess.get_inputs()[0].name: x.cpu().numpy()})[0])
+    with tempfile.TemporaryDirectory() as tmp:
+        opt_path = Path(tmp) / "optimized.onnx"
+        for key, level in (("optimized", ort.GraphOptimizationLevel.ORT_ENABLE_ALL),
+                           ("reference", ort.GraphOptimizationLevel.ORT_DISABLE_ALL)):  # fmt: skip
+            so = ort.SessionOptions()
+            so.graph_optimization_level = level
+            so.intra_op_num_threads = so.inter_op_num_threads = int(threads)
+            if key == "optimized":
+                so.optimized_model_filepath = str(opt_path)
+                so.log_severity_level = 3  # ORT warns that NCHWc-optimized graphs are CPU specific
+            sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+            outs[key] = torch.from_numpy(sess.run(None, {sess.get_inputs()[0].name: x.cpu().numpy()})[0])
+        opt = onnx.load(str(opt_path))
+    kernels = dict(Counter(n.op_type for n in opt.graph.node))
+    ints = integer_kernels(opt)
+    log.info("onnxruntime kernels: %s; integer kernels: %s", kernels, ints)
     got = outs["optimized"]
     agree = (got.argmax(-1) == ref.argmax(-1)).float().mean() if ref.dim() > 1 else torch.tensor(1.0)
     return {
@@ -255,4 +363,8 @@ def check_onnx(model: nn.Module, path: str | Path, x: Tensor) -> dict[str, float
         "median_abs_diff_reference": float((outs["reference"] - ref).abs().median()),
         "max_abs_ref": float(ref.abs().max()),
         "argmax_agreement": float(agree),
+        "kernels": kernels,
+        "integer_kernels": ints,
+        "saturation_free": not any(k["saturates"] for k in ints),
+        "cpu": cpu_features(),
     }
