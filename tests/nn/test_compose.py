@@ -43,16 +43,19 @@ def _ideal() -> AnalogConfig:
                                   QuantConfig(w_mode="ternary_twn", a_bits=None), QuantConfig(w_bits=3, a_bits=6,
                                   w_symmetric=False)], ids=lambda c: c.label())  # fmt: skip
 def test_quantize_then_ideal_analog_equals_the_quantized_model(qcfg: QuantConfig) -> None:
-    q = quantize_(_net(), qcfg)
-    calibrate(q, [X])
+    # float64: the analog route sums partial products in another order than F.conv/F.linear, and an
+    # activation quantizer downstream could turn a float32 rounding difference into a whole step
+    q = quantize_(_net().double(), qcfg)
+    x = X.double()
+    calibrate(q, [x])
     with torch.no_grad():
-        ref = q(X)
+        ref = q(x)
     a = apply_(q, _ideal())  # in place: the quantized layers become analog-quantized layers
     assert all(isinstance(m, AnalogLayer) and isinstance(m, QuantLayer) for _, m in analog.analog_layers(a))
     analog.program(a, 0)
     with torch.no_grad():
-        got = a(X)
-    assert torch.allclose(got, ref, atol=1e-5 * float(ref.abs().max()), rtol=1e-5)
+        got = a(x)
+    assert torch.allclose(got, ref, atol=1e-9 * float(ref.abs().max()), rtol=1e-9)
 
 
 def _pair_levels(layer: AnalogLayer) -> torch.Tensor:

@@ -98,13 +98,13 @@ class AnalogLayer(nn.Module):
         self.device_cfg = device
         self.geometry = TileGeometry.of(w.shape, mapping.tile_rows, mapping.tile_cols, name or type(self).__name__)
         self.weight_shape = tuple(w.shape)
-        dev = w.device
-        self.input_range = nn.Parameter(torch.tensor(float(mapping.dac_range), device=dev),
+        dev, dt = w.device, w.dtype
+        self.input_range = nn.Parameter(torch.tensor(float(mapping.dac_range), device=dev, dtype=dt),
                                         requires_grad=mapping.dac_range_mode == RangeMode.LEARNED)  # fmt: skip
-        self.output_range = nn.Parameter(torch.tensor(float(mapping.adc_range), device=dev),
+        self.output_range = nn.Parameter(torch.tensor(float(mapping.adc_range), device=dev, dtype=dt),
                                          requires_grad=mapping.adc_range_mode == RangeMode.LEARNED)  # fmt: skip
-        self.register_buffer("slice_coef", slice_coefficients(mapping.n_slices, mapping.slice_bits, dev),
-                             persistent=False)  # fmt: skip
+        coef = slice_coefficients(mapping.n_slices, mapping.slice_bits, dev).to(dt)
+        self.register_buffer("slice_coef", coef, persistent=False)
         self.n_slices = int(self.slice_coef.numel())
         self.chip = Chip()
         self.weight_noise = None  # a cimkit.analog.hwa weight-noise strategy (hardware-aware training)
@@ -141,7 +141,9 @@ class AnalogLayer(nn.Module):
         geom = TileGeometry.of(self.weight_shape, mapping.tile_rows, mapping.tile_cols, self.layer_name)
         self.mapping = mapping
         self.geometry = geom
-        self.slice_coef = slice_coefficients(mapping.n_slices, mapping.slice_bits, self.slice_coef.device)
+        self.slice_coef = slice_coefficients(mapping.n_slices, mapping.slice_bits, self.slice_coef.device).to(
+            self.slice_coef.dtype
+        )
         self.n_slices = int(self.slice_coef.numel())
         self.input_range.requires_grad_(mapping.dac_range_mode == RangeMode.LEARNED)
         self.output_range.requires_grad_(mapping.adc_range_mode == RangeMode.LEARNED)
@@ -222,7 +224,7 @@ class AnalogLayer(nn.Module):
         drift-compensation reference read.
         """
         dev, g = self.device_cfg, self.geometry
-        wt = g.to_tiles(self.source_weight().detach().float())  # (T, R, N)
+        wt = g.to_tiles(self.source_weight().detach())  # (T, R, N)
         w_scale = self.weight_scale(wt)
         v = self.codes(wt / w_scale.unsqueeze(1))  # (S, D, T, R, N)
         occ = self.tile_occupancy(wt)  # (T, n_blk)

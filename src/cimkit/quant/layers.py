@@ -106,16 +106,19 @@ class QuantLayer:
         """The layer's input as this layer computes with it: through the activation quantizer."""
         return x if self.a_quant is None else self.a_quant(x)
 
+    @torch.no_grad()
     def weight_grid(self) -> tuple[Tensor, int]:
         """``(step, levels)``: the quantized weight of output channel ``c`` is ``k · step[c]`` with
-        integer ``|k| <= levels`` (``step`` has shape ``(C,)`` or ``(1,)``). Affine grids give their
-        scale and the largest ``|code - zero_point|``; binary/ternary give ``α`` and 1."""
-        _, scale, zp = self.w_quant.qparams(self.weight)
-        wq = self.w_quant
+        integer ``|k| <= levels`` (``step`` has shape ``(C,)`` or ``(1,)``, in the weight's dtype).
+        Affine grids give their scale and the largest ``|code - zero_point|``; binary/ternary give
+        ``α`` and 1."""
+        wq, w = self.w_quant, self.weight
         if wq.mode is not WMode.AFFINE:
-            return scale.reshape(-1), 1
+            _, scale = wq._ternary_binary(w)
+            return scale.detach().to(w.dtype).reshape(-1), 1
+        scale, zp = wq._affine_params(w)
         span = torch.maximum((wq.qmax - zp).abs(), (wq.qmin - zp).abs())  # (C,)
-        return scale.reshape(-1), int(span.max())
+        return scale.detach().to(w.dtype).reshape(-1), int(span.max())
 
     def _quant_input(self, x: Tensor) -> Tensor:
         return x if self.a_quant is None else self.a_quant(x)
