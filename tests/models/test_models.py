@@ -24,11 +24,30 @@ def test_image_models_forward_backward(name: str, cin: int, size: tuple[int, int
     assert leaves & {nn.Linear, nn.Conv2d}, "models must use plain Linear/Conv2d leaves"
 
 
+# what a text / coordinates dataset describes (Dataset.model_spec): 65 characters in windows of 32,
+# or 2-D coordinates -> 3 channels
+TEXT_SPEC = {"in_channels": 1, "num_classes": 65, "input_size": (32,), "vocab_size": 65, "block_size": 32}
+COORDS_SPEC = {"in_channels": 1, "num_classes": 3, "input_size": (8, 8), "in_features": 2, "out_features": 3}
+
+
 @pytest.mark.parametrize("name", [n for n in list_models() if model_input_kind(n) == "text"])
 def test_text_models(name: str) -> None:
-    m = create(name, num_classes=65, input_size=(32,))
+    m = create(name, **TEXT_SPEC)
     out = m(torch.randint(0, 65, (4, 32)))
-    assert out.shape == (4, 65)
+    assert out.shape in ((4, 65), (4, 32, 65))  # the next character, or the next one of every position
+
+
+@pytest.mark.parametrize("name", [n for n in list_models() if model_input_kind(n) == "coords"])
+def test_coords_models(name: str) -> None:
+    m = create(name, **COORDS_SPEC)
+    out = m(torch.rand(5, 2) * 2 - 1)
+    assert out.shape == (5, 3) and torch.isfinite(out).all()
+    out.sum().backward()
+    assert all(p.grad is not None for p in m.parameters() if p.requires_grad)
+
+
+def test_every_model_kind_is_tested() -> None:
+    assert {model_input_kind(n) for n in list_models()} <= {"image", "text", "coords"}
 
 
 def test_same_seed_same_init() -> None:

@@ -11,6 +11,7 @@ Data folder: ``data_dir`` argument, else ``$CIMKIT_DATA``, else ``$XDG_CACHE_HOM
 
 from __future__ import annotations
 
+from cimkit.data import signals as _signals  # noqa: F401  (registers image_fit)
 from cimkit.data import sources as _sources  # noqa: F401  (registers the datasets)
 from cimkit.data.core import (
     DATASETS,

@@ -16,7 +16,7 @@ from typing import Any
 from torch import nn
 
 from cimkit.errors import ConfigError
-from cimkit.models import cnn, resnet, text  # noqa: F401  (registers the models)
+from cimkit.models import cnn, gpt, resnet, siren, text  # noqa: F401  (registers the models)
 from cimkit.models.registry import MODELS
 
 __all__ = ["MODELS", "SPEC_KEYS", "create", "describe_models", "list_models", "model_input_kind"]
