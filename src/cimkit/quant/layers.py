@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from cimkit.errors import ConfigError
+from cimkit.nn.weights import remask
 from cimkit.quant.config import QuantConfig, WMode
 from cimkit.quant.quantizers import ActQuantizer, WeightQuantizer
 
@@ -95,12 +96,13 @@ class QuantLayer:
         return None if self.a_quant is None else self.a_quant.bits
 
     def quantized_weight(self) -> Tensor:
-        """The fake-quantized weight this layer computes with."""
-        return self.w_quant(self.weight)
+        """The fake-quantized weight this layer computes with (a sparsity mask re-applied)."""
+        return remask(self, self.w_quant(self.weight))  # type: ignore[arg-type]
 
     def transformed_weight(self) -> Tensor:
-        """The weight this layer computes with (weight-side protocol): the fake-quantized weight."""
-        return self.w_quant(self.weight)
+        """The weight this layer computes with (weight-side protocol): the fake-quantized weight,
+        with a sparsity mask re-applied (:mod:`cimkit.nn.weights`)."""
+        return remask(self, self.w_quant(self.weight))  # type: ignore[arg-type]
 
     def transformed_input(self, x: Tensor) -> Tensor:
         """The layer's input as this layer computes with it: through the activation quantizer."""
@@ -137,12 +139,12 @@ def _raw_weight(mod: nn.Module) -> Tensor:
 
 class _LinearOps:
     def forward(self, x: Tensor) -> Tensor:
-        return F.linear(self.transformed_input(x), self.w_quant(self.weight), self.bias)  # type: ignore[attr-defined]
+        return F.linear(self.transformed_input(x), self.transformed_weight(), self.bias)  # type: ignore[attr-defined]
 
 
 class _ConvOps:
     def forward(self, x: Tensor) -> Tensor:
-        return self._conv_forward(self.transformed_input(x), self.w_quant(self.weight), self.bias)  # type: ignore[attr-defined]
+        return self._conv_forward(self.transformed_input(x), self.transformed_weight(), self.bias)  # type: ignore[attr-defined]
 
 
 class QuantLinear(QuantLayer, _LinearOps, nn.Linear):
