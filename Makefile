@@ -32,13 +32,13 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: install
-	$(BIN)/cimkit run --out runs/demo
+	$(BIN)/cimkit run --threads 1 --out runs/demo
 
 lint: install
-	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks docs
 
 docs: install
-	$(BIN)/mkdocs build --strict --quiet --site-dir site
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet --site-dir site
 
 test: install lint docs
 	$(BIN)/python -m pytest -n 2 --dist loadfile
