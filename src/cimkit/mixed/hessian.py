@@ -150,8 +150,10 @@ def hessian_trace(
         data: a loader of ``(x, y)`` batches, an ``(x, y)`` tensor pair, or an input tensor such as
             ZeroQ distilled data (labels are then the model's own predictions).
         loss_fn: ``loss(output, target)`` averaged over the batch; default cross-entropy.
-        max_probes / min_probes / tol: stop once at least ``min_probes`` probes were drawn and no layer's
-            running mean moved by more than ``tol`` (relative) with the last probe, or at ``max_probes``.
+        max_probes: stop after this many probes at the latest.
+        min_probes: stop no earlier than after this many probes.
+        tol: stop (after ``min_probes``) once no layer's running mean moved by more than ``tol``
+            (relative) with the last probe.
         seed: seeds the probe generator (results are reproducible).
         max_samples: samples taken from ``data`` (None: all).
         eigenvalues: also run :func:`top_eigenvalues`-style power iteration on the same graph.

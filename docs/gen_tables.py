@@ -1,0 +1,315 @@
+"""Write the measured tables of the docs from benchmarks/results/*.json (nothing typed by hand).
+
+    python docs/gen_tables.py           # rewrite every generated table in README.md and docs/**/*.md
+    python docs/gen_tables.py --check   # exit 1 if a page's tables differ from the JSON (a test runs this)
+
+A page asks for a table with a pair of marker lines; everything between them is replaced::
+
+    <!-- table: quant -->
+    <!-- /table -->
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+DOCS = ROOT / "docs"
+MARKER = re.compile(r"(<!-- table: (?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- /table -->)", re.S)
+TIMES = ("1s", "1h", "1d", "1y")
+
+
+def load(name: str) -> dict[str, Any]:
+    return json.loads((RESULTS / f"{name}.json").read_text(encoding="utf-8"))
+
+
+def num(v: float, digits: int = 2, sign: bool = False) -> str:
+    """Fixed decimals with a typographic minus (and a plus sign when ``sign``)."""
+    s = f"{v:{'+' if sign else ''}.{digits}f}"
+    if re.fullmatch(r"[-+]0\.0*", s):
+        s = s[1:]
+    return s.replace("-", "−")
+
+
+def num_g(v: float) -> str:
+    """Four significant digits with a typographic minus."""
+    return f"{v:.4g}".replace("-", "−")
+
+
+def pct(v: float) -> str:
+    return f"{100 * v:.2f}%"
+
+
+def table(headers: list[str], rows: list[list[str]], align: str = "") -> str:
+    sep = [("---:" if a == "r" else "---") for a in (align or "l" * len(headers)).ljust(len(headers), "l")]
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join(sep) + "|"]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def source(*names: str) -> str:
+    files = ", ".join(f"`benchmarks/results/{n}.json`" for n in names)
+    machine = load(names[0])["machine"]
+    return (f"*From {files} ({machine.get('cpu', machine['processor'])}, torch {machine['torch']}, "
+            f"{machine['torch_threads']} thread{'s' if machine['torch_threads'] != 1 else ''}).*")  # fmt: skip
+
+
+# -- tables ------------------------------------------------------------------------------------------
+
+
+def t_baseline() -> str:
+    r = load("baseline_mnist")
+    total = next(x for x in r["rows"] if x["epoch"] == "total")
+    epochs = sum(1 for x in r["rows"] if x["epoch"] != "total")
+    body = table(["model", "dataset", "epochs", "test accuracy", "training time", "s / epoch"],
+                 [["LeNet-5", "MNIST", str(epochs), pct(total["test_accuracy"]), f"{total['seconds']:.0f} s",
+                   f"{total['seconds_per_epoch']:.1f}"]])  # fmt: skip
+    return body + "\n\n" + source("baseline_mnist")
+
+
+def t_quant() -> str:
+    m, f = load("quant_mnist"), load("quant_fashion_mnist")
+    frows = {x["variant"]: x for x in f["rows"]}
+    rows = []
+    for x in m["rows"]:
+        y = frows[x["variant"]]
+        size = "" if x["size_bytes"] is None else f"{x['size_bytes'] / 1024:.1f} KiB"
+        if x["compression"] and x["compression"] != 1.0:
+            size += f" ({x['compression']:.1f}×)"
+        bops = "" if x["bops"] is None else f"{x['bops'] / 1e6:.1f} M"
+        rows.append([x["variant"], pct(x["accuracy"]), "–" if x["variant"] == "fp32" else num(x["drop_pts"]),
+                     pct(y["accuracy"]), "–" if y["variant"] == "fp32" else num(y["drop_pts"]), size, bops])  # fmt: skip
+    body = table(["variant", "MNIST acc.", "drop (pts)", "Fashion acc.", "drop (pts)", "size", "BOPs/sample"], rows)
+    return body + "\n\n" + source("quant_mnist", "quant_fashion_mnist")
+
+
+def _analog(name: str) -> str:
+    r = load(name)
+    by: dict[str, dict[str, dict[str, Any]]] = {}
+    fp32 = hwa_s = None
+    for x in r["rows"]:
+        if x["config"] == "fp32":
+            fp32 = x["cimkit"]
+        elif x["config"].startswith("(HWA"):
+            hwa_s = x["cimkit"]
+        else:
+            by.setdefault(x["config"], {})[x["time"]] = x
+    rows = [["fp32", *[fp32] * len(TIMES)]]
+    for cfg, per_t in by.items():
+        for tool in ("cimkit", "aihwkit"):
+            if any(tool in per_t.get(t, {}) for t in TIMES):
+                rows.append([f"{cfg} ({tool})", *[per_t.get(t, {}).get(tool, "") for t in TIMES]])
+    body = table(["", *TIMES], rows, "l" + "r" * len(TIMES))
+    note = f" HWA fine-tuning took {hwa_s} s." if hwa_s else ""
+    return body + "\n\n" + source(name) + note
+
+
+def t_analog_speed() -> str:
+    r = load("analog_speed")
+    rows = [[x["model"], x["config"], f"{x['cpu ms']:.1f}", f"{x['x fp32 (cpu)']:.2f}",
+             f"{x['aihwkit / cimkit']:.1f}×" if "aihwkit / cimkit" in x else ""] for x in r["rows"]]  # fmt: skip
+    return (
+        table(["model", "configuration", "ms (CPU)", "× fp32", "aihwkit ÷ cimkit"], rows, "llrrr")
+        + "\n\n"
+        + source("analog_speed")
+    )
+
+
+def _mixed_parts(r: dict[str, Any]) -> dict[tuple[str, str], list[dict[str, Any]]]:
+    parts: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for x in r["rows"]:
+        parts.setdefault((x.get("dataset", ""), x["part"]), []).append(x)
+    return parts
+
+
+def _mixed(name: str, own_lr: bool) -> str:
+    r = load(name)
+    parts = _mixed_parts(r)
+    rows = []
+    for ds in dict.fromkeys(x["dataset"] for x in r["rows"] if "dataset" in x):
+        fp32 = parts[(ds, "fp32")][0]["accuracy"]
+        uniform_size = {x["method"]: x["size_bytes"] for x in parts[(ds, "uniform-ptq")]}
+        for bits in (3, 4):
+            plans = {x["method"]: x for x in parts[(ds, f"budget W{bits}")]}
+            h, u = plans["hessian"], plans[f"uniform-{bits}"]
+            rand = [x for k, x in plans.items() if k.startswith("random-")]
+            racc = [x["qat_accuracy"] for x in rand]
+            detail = next(x for x in parts[(ds, "goal-detail")] if x["method"] == f"W{bits}")
+            head = [f"{ds} (fp32 {pct(fp32)})", f"W{bits}: {uniform_size[f'W{bits}A8'] / 1000:.1f} kB"]
+            plan = f"{h['bits']} ({h['size_bytes'] / 1000:.1f} kB)"
+            diff = f"{num(detail['hessian_minus_uniform'], sign=True)} ± {detail['paired_se']:.2f}"
+            randcol = f"{pct(sum(racc) / len(racc))} ({100 * min(racc):.2f}–{100 * max(racc):.2f})"
+            if own_lr:
+                lrs = f"{h['qat_lr']:.0e} / {u['qat_lr']:.0e} / " + "/".join(f"{x['qat_lr']:.0e}" for x in rand)
+                rows.append([*head, plan, lrs, f"**{pct(h['qat_accuracy'])}**", pct(u["qat_accuracy"]), diff, randcol])
+            else:
+                rows.append([*head, f"{u['qat_lr']:.0e}", plan, pct(h["ptq_accuracy"]), pct(h["bn_only_accuracy"]),
+                             f"**{pct(h['qat_accuracy'])}**", pct(u["ptq_accuracy"]), pct(u["bn_only_accuracy"]),
+                             pct(u["qat_accuracy"]), diff, randcol])  # fmt: skip
+    if own_lr:
+        headers = ["dataset", "budget (weight size)", "Hessian plan (bits per layer)",
+                   "QAT lr: Hessian / uniform / random plans", "MP + QAT", "uniform + QAT",
+                   "Hessian − uniform, points (± paired s.e.)", "5 random plans + QAT, mean (min–max)"]  # fmt: skip
+    else:
+        headers = ["dataset", "budget (weight size)", "QAT lr (tuned for uniform)", "Hessian plan (bits per layer)",
+                   "MP PTQ", "MP PTQ + BN re-est.", "MP + QAT", "uniform PTQ", "uniform PTQ + BN re-est.",
+                   "uniform + QAT", "Hessian − uniform, points (± paired s.e.)",
+                   "5 random plans + QAT, mean (min–max)"]  # fmt: skip
+    total = parts[("", "total")][0]["seconds"]
+    return table(headers, rows) + "\n\n" + source(name) + f" Whole run: {total:.0f} s."
+
+
+def t_mixed_p1() -> str:
+    return _mixed("mixed_precision", own_lr=False)
+
+
+def t_mixed_p2() -> str:
+    return _mixed("mixed_precision_own_lr", own_lr=True)
+
+
+def t_zeroq() -> str:
+    r = load("mixed_precision")
+    parts = _mixed_parts(r)
+    rows = []
+    for ds in ("mnist", "fashion-mnist"):
+        w = {x["method"]: x for x in parts[(ds, "w8a8-ptq")]}
+        data, zq = w["calibrated on data"], w["calibrated on zeroq"]
+        rows.append([ds, pct(data["ptq_accuracy"]), pct(zq["ptq_accuracy"]), f"{zq['seconds']:.0f} s"])
+    return table(["dataset", "W8A8 PTQ, calibrated on 128 real images", "on 128 ZeroQ images", "ZeroQ time"],
+                 rows) + "\n\n" + source("mixed_precision")  # fmt: skip
+
+
+def t_pyhessian() -> str:
+    r = load("mixed_precision")
+    parts = _mixed_parts(r)
+    rows = []
+    for x in parts[("mnist", "pyhessian")]:
+        rows.append([x["method"], f"{x['pyhessian']:.2f} ± {x['pyhessian_stderr']:.2f}",
+                     f"{x['cimkit_block']:.2f} (Δ {100 * x['block_rel_diff']:.0f}%)",
+                     f"{x['cimkit_joint']:.2f} ± {x['joint_stderr']:.2f}"])  # fmt: skip
+    t = parts[("mnist", "pyhessian-time")][0]
+    rows.append([f"time, all layers ({t['method']})", f"{t['pyhessian_s']:.1f} s", f"{t['cimkit_block_s']:.1f} s",
+                 f"{t['cimkit_joint_s']:.1f} s"])  # fmt: skip
+    headers = ["layer", "PyHessian Tr(H) (± s.e.)", "cimkit blockwise", "cimkit one-pass (± s.e.)"]
+    return table(headers, rows) + "\n\n" + source("mixed_precision")
+
+
+def t_goals() -> str:
+    rows = []
+    for path in sorted(RESULTS.glob("*.json")):
+        if path.name.endswith(".quick.json"):
+            continue
+        r = json.loads(path.read_text(encoding="utf-8"))
+        for g in r["goals"]:
+            status = "met" if g["met"] else "**not met**"
+            rows.append([f"`{path.stem}`", g["what"].replace("|", "\\|"), num_g(g["measured"]), g["goal"], status])
+    return table(["results file", "target", "measured", "goal", "status"], rows) + (
+        "\n\n*From every `benchmarks/results/*.json` (its `goals` list).*"
+    )
+
+
+def _goal(r: dict[str, Any], prefix: str) -> float:
+    return next(g["measured"] for g in r["goals"] if g["what"].startswith(prefix))
+
+
+def t_headline() -> str:
+    """The README's one table: a row per verb, each figure looked up in its results file."""
+    qm, qf = load("quant_mnist"), load("quant_fashion_mnist")
+    qrow = {d: {x["variant"]: x for x in r["rows"]} for d, r in (("m", qm), ("f", qf))}
+
+    def quant(v: str) -> str:
+        m, f = qrow["m"][v], qrow["f"][v]
+        return f"{pct(m['accuracy'])} / {pct(f['accuracy'])}, {m['compression']:.1f}× smaller weights"
+
+    fp = f"(fp32 {pct(qrow['m']['fp32']['accuracy'])} / {pct(qrow['f']['fp32']['accuracy'])})"
+    step = f"{_goal(qm, 'W4A4 QAT training step'):.2f}× / {_goal(qf, 'W4A4 QAT training step'):.2f}×"
+    mp = load("mixed_precision")
+    d = {(x["dataset"], x["method"]): x for x in mp["rows"] if x["part"] == "goal-detail"}
+    w3 = " / ".join(num(d[(ds, "W3")]["hessian_minus_uniform"], sign=True) for ds in ("mnist", "fashion-mnist"))
+    w4 = " / ".join(num(d[(ds, "W4")]["hessian_minus_uniform"], sign=True) for ds in ("mnist", "fashion-mnist"))
+    am, af = load("analog_mnist"), load("analog_fashion_mnist")
+
+    def at_1d(r: dict[str, Any], tool: str) -> str:
+        x = next(x for x in r["rows"] if x["config"] == "PCM + HWA + comp" and x["time"] == "1d")
+        return f"{100 * x[tool + '_mean']:.2f}%"
+
+    sp = {(x["model"], x["config"]): x for x in load("analog_speed")["rows"]}
+    ratios = [x["aihwkit / cimkit"] for x in sp.values() if "aihwkit / cimkit" in x]
+    rows = [
+        ["W8A8 post-training quantization, LeNet-5", f"{quant('W8A8 PTQ')} {fp}",
+         "[quantization](docs/quantization.md)"],
+        ["W4A4 quantization-aware training (LSQ)", f"{quant('W4A4 QAT')}; training steps take {step} "
+         "the time of Brevitas's", "[benchmarks](docs/benchmarks.md#quantization)"],
+        ["ternary weights, 8-bit activations (QAT)", quant("ternary-W A8 QAT"),
+         "[benchmarks](docs/benchmarks.md#quantization)"],
+        ["Hessian mixed precision vs uniform bits, same QAT (`vgg_small`)",
+         f"{w3} points at the size of 3-bit weights; {w4} at the size of 4-bit weights",
+         "[mixed precision](docs/benchmarks.md#mixed-precision)"],
+        ["PCM crossbars + HWA training + drift compensation, 1 day after programming",
+         f"{at_1d(am, 'cimkit')} / {at_1d(af, 'cimkit')} (aihwkit 1.1.0 at matched settings: "
+         f"{at_1d(am, 'aihwkit')} / {at_1d(af, 'aihwkit')})", "[analog CIM](docs/benchmarks.md#analog-cim)"],
+        ["analog simulation cost (standard PCM model, inference)",
+         f"{sp[('lenet5', 'standard')]['x fp32 (cpu)']:.2f}× / {sp[('vgg_small', 'standard')]['x fp32 (cpu)']:.2f}× "
+         f"the fp32 time (LeNet-5 / `vgg_small`); aihwkit's torch tile {min(ratios):.1f}–{max(ratios):.1f}× slower",
+         "[speed](docs/benchmarks.md#analog-simulation-speed)"],
+    ]  # fmt: skip
+    m = qm["machine"]
+    note = (f"Accuracies are on the MNIST / Fashion-MNIST test sets; machine of the results files: a "
+            f"{m['cpu_count']}-core {m['cpu']}, {m['torch_threads']} torch thread, torch {m['torch']}.")  # fmt: skip
+    return table(["what", "measured", "more"], rows) + "\n\n" + note
+
+
+TABLES: dict[str, Callable[[], str]] = {
+    "headline": t_headline,
+    "baseline": t_baseline,
+    "quant": t_quant,
+    "analog-mnist": lambda: _analog("analog_mnist"),
+    "analog-fashion-mnist": lambda: _analog("analog_fashion_mnist"),
+    "analog-speed": t_analog_speed,
+    "mixed-p1": t_mixed_p1,
+    "mixed-p2": t_mixed_p2,
+    "zeroq": t_zeroq,
+    "pyhessian": t_pyhessian,
+    "goals": t_goals,
+}
+
+
+def render(text: str, where: str = "") -> str:
+    """``text`` with every marked table regenerated; unknown names raise KeyError naming the page."""
+
+    def sub(m: re.Match[str]) -> str:
+        name = m["name"]
+        if name not in TABLES:
+            raise KeyError(f"{where}: unknown table {name!r}; known: {', '.join(TABLES)}")
+        return f"{m[1]}{TABLES[name]()}\n{m[4]}"
+
+    return MARKER.sub(sub, text)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--check", action="store_true", help="report stale pages instead of rewriting them")
+    args = p.parse_args(argv)
+    stale = []
+    for page in [ROOT / "README.md", *sorted(DOCS.rglob("*.md"))]:
+        text = page.read_text(encoding="utf-8")
+        new = render(text, str(page.relative_to(ROOT)))
+        if new != text:
+            stale.append(str(page.relative_to(ROOT)))
+            if not args.check:
+                page.write_text(new, encoding="utf-8")
+    if args.check and stale:
+        sys.stdout.write(f"stale tables in {', '.join(stale)}; run python docs/gen_tables.py\n")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
