@@ -104,6 +104,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CimkitError as e:
         sys.stderr.write(f"cimkit: error: {e}\n")
         return 2
+    except OSError as e:  # the file system said no (disk full, permissions, ...): one line, no traceback
+        where = f" ({e.filename})" if getattr(e, "filename", None) else ""
+        sys.stderr.write(f"cimkit: error: {e.strerror or type(e).__name__}{where}\n")
+        return 2
     except KeyboardInterrupt:
         sys.stderr.write("\ncimkit: interrupted; run the same command again to resume from the last checkpoint\n")
         return 130

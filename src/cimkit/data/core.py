@@ -211,14 +211,15 @@ def _locate(spec: DatasetSpec, data_dir: str | os.PathLike[str] | None, allow_do
             return cand
     missing = [f for f in spec.files if not (folder / f.name).is_file()]
     if allow_download:
-        existed = folder.is_dir()
+        created = [p for p in (folder, *folder.parents) if not p.exists()]  # made by the download, if any
         try:
             for f in missing:
                 download(f, folder, show_progress=show)
         except DataError as e:
             reason = f"download failed ({e})"
-            if not existed and folder.is_dir() and not any(folder.iterdir()):
-                folder.rmdir()  # leave no empty folder behind after a failed first download
+            for p in created:  # leave no empty folders behind after a failed first download
+                if p.is_dir() and not any(p.iterdir()):
+                    p.rmdir()
         else:
             return folder
     else:

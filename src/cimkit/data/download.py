@@ -41,11 +41,15 @@ def default_data_dir() -> Path:
 def resolve_data_dir(data_dir: str | os.PathLike[str] | None = None) -> tuple[Path, str]:
     """(folder, where it came from): explicit argument, else ``$CIMKIT_DATA``, else the cache dir."""
     if data_dir is not None and str(data_dir) != "":
-        return Path(data_dir).expanduser(), "data_dir argument / --data-dir"
-    env = os.environ.get(ENV_VAR)
-    if env:
-        return Path(env).expanduser(), f"${ENV_VAR}"
-    return default_data_dir(), "default cache dir"
+        p, how = Path(data_dir).expanduser(), "data_dir argument / --data-dir"
+    elif os.environ.get(ENV_VAR):
+        p, how = Path(os.environ[ENV_VAR]).expanduser(), f"${ENV_VAR}"
+    else:
+        p, how = default_data_dir(), "default cache dir"
+    if p.exists() and not p.is_dir():
+        raise DataError(f"data folder {p} (from {how}) is a file, not a folder; point it at the folder that holds "
+                        f"the datasets")  # fmt: skip
+    return p, how
 
 
 def md5_bytes(data: bytes) -> str:

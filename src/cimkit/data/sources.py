@@ -123,11 +123,15 @@ class DigitsOptions(Config):
 def _read_digits(blobs: Mapping[str, bytes], where: str) -> dict[str, Any]:
     try:
         from sklearn.datasets import load_digits
-    except ImportError:
-        raise DataError(
-            "dataset 'digits' needs scikit-learn (it ships the 8x8 digits); install it with "
-            "pip install 'cimkit[data]' (or pip install scikit-learn)"
-        ) from None
+    except ModuleNotFoundError as e:
+        if e.name and e.name.split(".")[0] == "sklearn":
+            raise DataError(
+                "dataset 'digits' needs scikit-learn (it ships the 8x8 digits); install it with "
+                "pip install 'cimkit[data]' (or pip install scikit-learn)"
+            ) from None
+        raise DataError(f"dataset 'digits': scikit-learn could not be imported ({e})") from None
+    except ImportError as e:  # installed but broken (e.g. a compiled extension that fails to load)
+        raise DataError(f"dataset 'digits': scikit-learn could not be imported ({type(e).__name__}: {e})") from None
     d = load_digits()
     images = np.asarray(d.images)  # (1797, 8, 8) float64 with integer values 0..16
     x = torch.from_numpy(np.rint(images).astype(np.uint8)[:, None])  # (1797, 1, 8, 8)

@@ -47,8 +47,26 @@ class HessianInfo:
     history: list[list[float]] = field(default_factory=list)  # running trace means per probe
 
     def mean_trace(self) -> dict[str, float]:
-        """Tr(H_l)/n_l, the average curvature per weight used in Ω (HAWQ-V2 eq. 5)."""
-        return {n: self.trace[n] / self.params[n] for n in self.names}
+        """Tr(H_l)/n_l, the average curvature per weight used in Ω (HAWQ-V2 eq. 5).
+
+        A Hutchinson estimate from few probes can come out negative although the curvature of a
+        trained model's loss is not (near a minimum the Hessian is positive semi-definite); a negative
+        Ω would then make fewer bits look *better*. Such a layer gets the estimate's standard error
+        (or, with a single probe, ``1e-12``) as its trace instead, with a warning: its sensitivity is
+        small but positive, so Ω still falls with more bits.
+        """
+        out = {}
+        for n in self.names:
+            t = self.trace[n]
+            if t <= 0:
+                floor = max(self.trace_stderr.get(n, 0.0), 1e-12)
+                log.warning(
+                    "hessian trace of %s is %.4g ± %.2g from %d probes (not positive: too few probes); using %.3g; "
+                    "raise probes for a reliable estimate", n, t, self.trace_stderr.get(n, 0.0), self.n_probes, floor
+                )  # fmt: skip
+                t = floor
+            out[n] = t / self.params[n]
+        return out
 
     def to_dict(self) -> dict[str, Any]:
         return {
