@@ -59,6 +59,10 @@ class ExperimentConfig(Config):
         from cimkit.data import DATASETS
         from cimkit.models import MODELS, model_input_kind
 
+        if isinstance(self.train, dict):  # a plain table given to the constructor (the API, not TOML)
+            self.train = TrainConfig.from_dict(self.train, where="train.")
+        elif not isinstance(self.train, TrainConfig):
+            raise ConfigError(f"train: expected a TrainConfig or a table, got {type(self.train).__name__}")
         if not self.name or any(c in self.name for c in "/\\"):
             raise ConfigError(f"name: {self.name!r} must be a non-empty name without slashes")
         check_range("threads", self.threads, 0, MAX_THREADS)
