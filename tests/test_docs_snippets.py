@@ -18,7 +18,9 @@ from __future__ import annotations
 import importlib.util
 import re
 import shlex
+import sys
 import textwrap
+import types
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,7 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
 FENCE = re.compile(r"^(?P<indent>[ \t]*)```(?P<lang>[\w+-]*)[^\n]*\n(?P<body>.*?)^(?P=indent)```[ \t]*$", re.M | re.S)
 MARK = re.compile(r"^<!--\s*doc:\s*(?P<what>[\w-]+)\s*(?::\s*(?P<reason>.*?))?\s*-->\s*$")
-KNOWN_MARKS = {"continue", "needs-data", "no-run", "not-an-experiment"}
+KNOWN_MARKS = {"continue", "needs-data", "no-run", "not-an-experiment", "run"}
 REAL_DATA = re.compile(r"""load_dataset\(\s*["'](mnist|fashion[-_]mnist|cifar10|tinyshakespeare)["']|CIMKIT_DATA""")
 
 
@@ -113,7 +115,9 @@ def test_python_block_runs(
     work = tmp_path / "work"
     work.mkdir()
     monkeypatch.chdir(work)
-    namespace: dict[str, object] = {"__name__": "__doc_snippet__"}
+    mod = types.ModuleType("__doc_snippet__")  # a real module: dataclasses and pickling look it up
+    monkeypatch.setitem(sys.modules, mod.__name__, mod)
+    namespace: dict[str, object] = mod.__dict__
     for b in chain:
         # padded so tracebacks point at the page's own line numbers
         exec(compile("\n" * (b.line - 1) + b.code, str(b.page), "exec"), namespace)
@@ -128,6 +132,18 @@ def test_toml_block_is_a_valid_experiment(block: Block) -> None:
         pytest.skip(f"{block.where}: {block.marks['not-an-experiment']}")
     cfg = ExperimentConfig.from_toml(block.code)
     assert cfg.variant_specs(), block.where
+
+
+RUN_TOMLS = [b for b in TOMLS if "run" in b.marks]
+
+
+@pytest.mark.parametrize("block", RUN_TOMLS, ids=[b.where for b in RUN_TOMLS])
+def test_toml_block_marked_run_runs_as_shown(block: Block, tmp_path: Path) -> None:
+    """An experiment file presented as runnable (``<!-- doc: run -->``) finishes as shown."""
+    from cimkit.experiment import run_experiment
+
+    res = run_experiment(ExperimentConfig.from_toml(block.code), tmp_path / "run", progress=False)
+    assert res["complete"] and len(res["variants"]) == len(ExperimentConfig.from_toml(block.code).variants)
 
 
 def _commands(code: str) -> list[list[str]]:
