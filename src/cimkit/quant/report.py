@@ -12,22 +12,31 @@ __all__ = ["quant_sections"]
 
 
 
+def _primary(r: dict[str, Any]) -> tuple[str, float, str]:
+    """``(metric, display scale, unit)`` of a record's primary metric (the one with an ``fp32_`` twin)."""
+    p = next((k[5:] for k in r["metrics"] if k.startswith("fp32_")), "accuracy")
+    unit = r.get("units", {}).get(p, "")
+    return (p, 100.0, "%") if unit == "fraction" else (p, 1.0, unit)
+
+
 def quant_sections(title: str, records: list[dict[str, Any]]) -> list[Any]:
-    """A summary table, an accuracy-vs-size plot and per-layer tables for ``ptq``/``qat`` records."""
+    """A summary table, a primary-metric-vs-size plot and per-layer tables for ``ptq``/``qat`` records."""
     if not records:
         return []
-    headers = ["variant", "bits", "accuracy", "Δ vs fp32 (pts)", "size (KiB)", "compression", "MMACs", "GBOPs"]
+    p, k, unit = _primary(records[0])
+    du = "pts" if unit == "%" else unit
+    headers = ["variant", "bits", f"{p} ({unit})", f"Δ vs fp32 ({du})", "size (KiB)", "compression", "MMACs", "GBOPs"]
     rows = []
     for r in records:
         m = r["metrics"]
         rows.append([
-            r["name"], r.get("details", {}).get("label", ""), f"{100 * m['accuracy']:.2f}%",
-            f"{0.0 - m['accuracy_drop']:+.2f}", f"{m['size_bytes'] / 1024:.1f}", f"{m['compression']:.1f}x",
+            r["name"], r.get("details", {}).get("label", ""), f"{k * m[p]:.4g}",
+            f"{k * (m[p] - m[f'fp32_{p}']):+.3g}", f"{m['size_bytes'] / 1024:.1f}", f"{m['compression']:.1f}x",
             f"{m['macs'] / 1e6:.3f}", f"{m['bops'] / 1e9:.3f}",
         ])  # fmt: skip
     body = table_html(headers, rows)
     if have_matplotlib():
-        body += _size_plot(title, records)
+        body += _size_plot(title, records, p, k, unit)
     for r in records:
         layers = r.get("details", {}).get("layers") or []
         if not layers:
@@ -43,28 +52,29 @@ def quant_sections(title: str, records: list[dict[str, Any]]) -> list[Any]:
     return [Section(title, body)]
 
 
-def _size_plot(title: str, records: list[dict[str, Any]]) -> str:
+def _size_plot(title: str, records: list[dict[str, Any]], p: str, k: float, unit: str) -> str:
     import matplotlib.pyplot as plt
     from matplotlib import ticker
 
     fig, ax = plt.subplots(figsize=(5.5, 3.4))
     m0 = records[0]["metrics"]
-    ax.scatter([m0["float_size_bytes"] / 1024], [100 * m0["fp32_accuracy"]], marker="*", s=140, color="k",
+    ax.scatter([m0["float_size_bytes"] / 1024], [k * m0[f"fp32_{p}"]], marker="*", s=140, color="k",
                label="fp32")  # fmt: skip
     markers = "osD^vP<>X"
     for i, r in enumerate(records):
         m = r["metrics"]
-        ax.scatter([m["size_bytes"] / 1024], [100 * m["accuracy"]], marker=markers[i % len(markers)], s=50,
+        ax.scatter([m["size_bytes"] / 1024], [k * m[p]], marker=markers[i % len(markers)], s=50,
                    label=r["name"])  # fmt: skip
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8)
     ax.set_xscale("log")
     ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
     ax.xaxis.set_minor_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}" if f"{v:g}"[0] in "25" else ""))
     ax.tick_params(axis="x", which="minor", labelsize=7)
-    accs = [100 * r["metrics"]["accuracy"] for r in records] + [100 * m0["fp32_accuracy"]]
-    ax.set_ylim(max(0.0, min(accs) - 2.0), min(100.0, max(accs) + 1.0) + 0.3)
+    if unit == "%":
+        accs = [k * r["metrics"][p] for r in records] + [k * m0[f"fp32_{p}"]]
+        ax.set_ylim(max(0.0, min(accs) - 2.0), min(100.0, max(accs) + 1.0) + 0.3)
     ax.set_xlabel("model size (KiB, log scale)")
-    ax.set_ylabel("test accuracy (%)")
-    ax.set_title(f"{title}: accuracy vs size")
+    ax.set_ylabel(f"test {p} ({unit})" if unit else f"test {p}")
+    ax.set_title(f"{title}: {p} vs size")
     ax.grid(alpha=0.3)
-    return figure_html(fig, "accuracy vs size")
+    return figure_html(fig, f"{p} vs size")
