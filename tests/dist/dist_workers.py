@@ -200,3 +200,25 @@ def chip_sweep(strategy: Strategy, chips: int = 5, times: tuple[float, ...] = (1
 def ddp_and_hook_checks(strategy: Strategy) -> dict:
     """Both DDP suites in one launch (DDP's first construction imports torch._dynamo: seconds per process)."""
     return {"equivalence": ddp_equivalence(strategy), "hooks": hook_checks(strategy)}
+
+
+def one_rank_all_methods(strategy: Strategy) -> dict:
+    """World size 1: every hook must run, and fp32/fp16 must return the local gradient."""
+    out = {}
+    for method in ("none", "fp16", "bf16", "powersgd", "terngrad", "qsgd", "topk"):
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Linear(20, 30), nn.ReLU(), nn.Linear(30, 4))
+        ref = [p.detach().clone() for p in model.parameters()]
+        ddp = nn.parallel.DistributedDataParallel(model)
+        register_compression(ddp, CompressionConfig(method=method, powersgd_start_iter=2))
+        x = torch.randn(16, 20, generator=torch.Generator().manual_seed(1))
+        for _ in range(3):
+            model.zero_grad()
+            ddp(x).square().mean().backward()
+        plain = nn.Sequential(nn.Linear(20, 30), nn.ReLU(), nn.Linear(30, 4))
+        with torch.no_grad():
+            for p, r in zip(plain.parameters(), ref):
+                p.copy_(r)
+        plain(x).square().mean().backward()
+        out[method] = ([p.grad.clone() for p in model.parameters()], [p.grad.clone() for p in plain.parameters()])
+    return out

@@ -373,7 +373,7 @@ def qsgd_hook(state: QSGDState, bucket: dist.GradBucket) -> Future[Tensor]:
     def decode() -> Tensor:
         rows = out.view(world, -1)  # (W, P)
         qs = unpack_bits(rows[:, :nc], bits, n).to(torch.int32) - s  # (W, N_q)
-        nrm = rows[:, nc:].contiguous().view(torch.float32)  # (W, k)
+        nrm = rows[:, nc:].reshape(-1).clone().view(torch.float32).view(world, -1)  # (W, k) from a fresh, aligned copy
         return qsgd_dequantize(qs, nrm, s, chunks).mean(0)
 
     return _join(buf, lay, fl, fut_float, fut, decode)
