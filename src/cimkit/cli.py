@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -45,6 +46,28 @@ def _cmd_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def _relaunch_with_torchrun(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    """``cimkit run --nproc N ...`` outside torchrun: start torchrun with the same arguments."""
+    import subprocess
+
+    from cimkit.dist import torchrun_command
+
+    rest, skip = [], False
+    for a in argv:  # the same command line without the launcher's own flags
+        if skip:
+            skip = False
+            continue
+        name = a.split("=", 1)[0]
+        if name in ("--nproc", "--nnodes", "--node-rank", "--rdzv-endpoint"):
+            skip = "=" not in a
+            continue
+        rest.append(a)
+    cmd = torchrun_command(args.nproc, rest, nnodes=args.nnodes, node_rank=args.node_rank,
+                           rdzv_endpoint=args.rdzv_endpoint)  # fmt: skip
+    log.info("starting %s", " ".join(cmd))
+    return subprocess.call(cmd)
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     from cimkit.experiment import load_experiment, run_experiment
     from cimkit.report.summary import format_table, summary_rows
@@ -55,7 +78,23 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if args.threads:
         cfg = cfg.replace(threads=args.threads)  # the runner applies it (a flag beats the file)
     out = Path(args.out) if args.out else Path("runs") / cfg.name
-    results = run_experiment(cfg, out, data_dir=args.data_dir, progress=not args.no_progress, retrain=args.retrain)
+    from cimkit.dist import DDPStrategy, torchrun_env
+
+    if (args.nproc > 1 or args.nnodes > 1) and not torchrun_env():
+        return _relaunch_with_torchrun(args, args.argv)
+    strategy = None
+    if torchrun_env() and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        strategy = DDPStrategy(cfg.train.compression_config(), device=None if cfg.device == "auto" else cfg.device)
+        strategy.setup()
+    main_rank = strategy is None or strategy.is_main
+    try:
+        results = run_experiment(cfg, out, data_dir=args.data_dir, progress=not args.no_progress,
+                                 retrain=args.retrain, strategy=strategy)  # fmt: skip
+    finally:
+        if strategy is not None:
+            strategy.teardown()
+    if not main_rank:
+        return 0  # rank 0 prints the summary
     headers, rows = summary_rows(results)
     b = results["baseline"]
     trained = "reused cached baseline" if b.get("reused") else f"trained baseline in {b.get('train_seconds', 0):.1f} s"
@@ -82,6 +121,11 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
     r.add_argument("--retrain", action="store_true", help="train the baseline even if a cached one exists")
     r.add_argument("--no-progress", action="store_true", help="no progress bars")
+    r.add_argument("--nproc", type=int, default=1,
+                   help="train with DDP on this many processes (started through torchrun; gloo on CPU, NCCL on GPU)")
+    r.add_argument("--nnodes", type=int, default=1, help="machines of a multi-node run (torchrun --nnodes)")
+    r.add_argument("--node-rank", type=int, default=0, help="this machine's rank in a multi-node run")
+    r.add_argument("--rdzv-endpoint", help="host:port of node 0 for a multi-node run (torchrun's c10d rendezvous)")
     r.set_defaults(func=_cmd_run)
 
     ls = sub.add_parser("list", help="list registered models, datasets, variants, ...")
@@ -96,7 +140,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv
     level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     try:

@@ -140,16 +140,25 @@ class ChipsTimes(EvalProtocol):
             RangeMode.CALIBRATED in (m.mapping.dac_range_mode, m.mapping.adc_range_mode) for _, m in analog_layers(model)
         )
         calib = ctx.calib_batches() if recal else []
-        vals = torch.zeros(cfg.repeats, len(times), dtype=torch.float64)
         p = ctx.primary
-        bar = progress(range(cfg.repeats), desc=f"{variant}: chips", enabled=ctx.progress and cfg.repeats > 1)
-        for r in bar:
+        st = ctx.strategy
+        bar = progress((), total=-(-cfg.repeats // st.world_size), desc=f"{variant}: chips",
+                       enabled=ctx.progress and cfg.repeats > 1 and st.is_main)  # fmt: skip
+
+        def chip(r: int) -> list[float]:  # one programmed chip over every time; its seeds depend on r only
             program(model, derive_seed(ctx.seed, "analog", variant, r))
             if recal:
                 calibrate(model, calib, seed=r, modes=(RangeMode.CALIBRATED,))  # per chip, at t = 0
-            for j, t in enumerate(times):
+            out = []
+            for t in times:
                 drift(model, t, cfg.compensation)
-                vals[r, j] = float(ctx.evaluate(model)[p])
+                out.append(float(ctx.evaluate(model)[p]))
+            bar.update()
+            return out
+
+        # the chips are split over the ranks of a distributed run and gathered in order
+        vals = torch.tensor(st.map(chip, list(range(cfg.repeats))), dtype=torch.float64)  # (repeats, times)
+        bar.close()
         mean = vals.mean(0)
         std = vals.std(0, unbiased=True) if cfg.repeats > 1 else torch.zeros(len(times), dtype=torch.float64)
         head = min(range(len(times)), key=lambda j: abs(math.log1p(times[j]) - math.log1p(cfg.report_time)))

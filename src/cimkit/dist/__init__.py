@@ -32,7 +32,7 @@ from cimkit.dist.compress import (
     topk_decode,
     topk_ef,
 )
-from cimkit.dist.config import CompressionConfig, GradCompression
+from cimkit.train.compression import CompressionConfig, GradCompression
 from cimkit.dist.errors import DistributedError
 from cimkit.dist.hooks import (
     AllReduceState,

@@ -33,6 +33,7 @@ import torch
 from torch import Tensor
 
 from cimkit.errors import ConfigError
+from cimkit.train.compression import TernScaler
 
 __all__ = [
     "TernScaler",
@@ -51,13 +52,6 @@ __all__ = [
     "topk_decode",
     "topk_ef",
 ]
-
-
-class TernScaler(str, Enum):
-    """How TernGrad picks the per-layer scaler ``s``."""
-
-    STDDEV = "stddev"  # s = c·σ(g), the reference default (clip_factor 2.5)
-    MAX = "max"  # s = max|g| (clip_factor 0 in the reference code): exactly unbiased
 
 
 # ----------------------------------------------------------------------------- segments

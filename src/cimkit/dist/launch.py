@@ -38,7 +38,7 @@ from typing import Any
 import torch
 
 from cimkit.config import check_choice, check_range
-from cimkit.dist.config import CompressionConfig
+from cimkit.train.compression import CompressionConfig
 from cimkit.dist.errors import DistributedError
 from cimkit.dist.strategy import DDPStrategy
 from cimkit.errors import ConfigError

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from cimkit.dist.config import CompressionConfig, GradCompression
+from cimkit.train.compression import CompressionConfig, GradCompression
 from cimkit.dist.hooks import (
     AllReduceState,
     CastState,

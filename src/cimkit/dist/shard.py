@@ -13,25 +13,19 @@ dropped on every rank.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from typing import Any, TypeVar
+from collections.abc import Iterator
+from typing import TypeVar
 
 import torch
 from torch import Tensor
 
 from cimkit.data.loader import TensorLoader
 from cimkit.errors import ConfigError
+from cimkit.train.strategy import _check_rank, gather_items, split_items  # noqa: F401  (re-exported)
 
 __all__ = ["ShardedLoader", "gather_items", "shard_indices", "split_items"]
 
 T = TypeVar("T")
-
-
-def _check_rank(rank: int, world_size: int) -> None:
-    if isinstance(world_size, bool) or not isinstance(world_size, int) or world_size < 1:
-        raise ConfigError(f"world_size: {world_size!r} is out of range; allowed: integers >= 1")
-    if isinstance(rank, bool) or not isinstance(rank, int) or not 0 <= rank < world_size:
-        raise ConfigError(f"rank: {rank!r} is out of range; allowed: integers in [0, {world_size - 1}]")
 
 
 def shard_indices(indices: Tensor, rank: int, world_size: int) -> Tensor:
@@ -95,17 +89,3 @@ class ShardedLoader:
 
     def __repr__(self) -> str:
         return f"ShardedLoader(rank={self.rank}, world_size={self.world_size}, loader={self.loader!r})"
-
-
-def split_items(items: Sequence[T], rank: int, world_size: int) -> list[T]:
-    """Round-robin share of ``items`` for ``rank``: ``items[rank::world_size]`` (balanced to within one)."""
-    _check_rank(rank, world_size)
-    return list(items[rank::world_size])
-
-
-def gather_items(parts: Sequence[Sequence[Any]], n: int) -> list[Any]:
-    """Undo :func:`split_items`: ``parts[r]`` holds the results of items ``r, r + W, ...``; returns all ``n`` in order."""
-    w = len(parts)
-    if sum(len(p) for p in parts) != n:
-        raise ValueError(f"gather_items: got {sum(len(p) for p in parts)} results for {n} items")
-    return [parts[i % w][i // w] for i in range(n)]

@@ -26,7 +26,7 @@ exits non-zero; :func:`cimkit.dist.launch.spawn` terminates them and raises
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any, TypeVar
 
@@ -37,12 +37,11 @@ from torch.nn.parallel import DistributedDataParallel
 
 from cimkit.config import check_range
 from cimkit.data.loader import TensorLoader
-from cimkit.dist.config import CompressionConfig
-from cimkit.dist.hooks import HookState
+from cimkit.train.compression import CompressionConfig
 from cimkit.dist.register import register_compression
-from cimkit.dist.shard import ShardedLoader, gather_items, split_items
+from cimkit.dist.shard import ShardedLoader
 from cimkit.errors import ConfigError
-from cimkit.utils import derive_seed
+from cimkit.train.strategy import SingleProcess, Strategy
 
 __all__ = ["DDPStrategy", "SingleProcess", "Strategy", "strategy_from_env", "torchrun_env"]
 
@@ -55,107 +54,6 @@ _ENV = ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
 def torchrun_env() -> bool:
     """Whether this process was started by torchrun (or another launcher setting RANK/WORLD_SIZE/MASTER_*)."""
     return all(k in os.environ for k in _ENV)
-
-
-class Strategy:
-    """What a training loop calls; this base is one process (every method a no-op or identity)."""
-
-    name = "single"
-
-    def __init__(self, device: str | torch.device | None = None) -> None:
-        self._device = torch.device(device) if device is not None else None
-        self.comm_state: HookState | None = None
-
-    # -- identity
-    @property
-    def rank(self) -> int:
-        return 0
-
-    @property
-    def world_size(self) -> int:
-        return 1
-
-    @property
-    def local_rank(self) -> int:
-        return 0
-
-    @property
-    def is_main(self) -> bool:
-        """Rank 0: the one process that writes checkpoints, results and reports."""
-        return self.rank == 0
-
-    @property
-    def is_distributed(self) -> bool:
-        return self.world_size > 1
-
-    @property
-    def device(self) -> torch.device:
-        return self._device or torch.device("cpu")
-
-    # -- life cycle
-    def setup(self) -> Strategy:
-        return self
-
-    def teardown(self) -> None:
-        return None
-
-    def __enter__(self) -> Strategy:
-        return self.setup()
-
-    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        if exc_type is None:
-            self.teardown()
-
-    # -- model and data
-    def wrap(self, model: nn.Module) -> nn.Module:
-        """The model to train (moved to :attr:`device`)."""
-        return model.to(self.device)
-
-    def unwrap(self, model: nn.Module) -> nn.Module:
-        """The plain module inside ``wrap``'s result (save and evaluate this one)."""
-        return model.module if isinstance(model, DistributedDataParallel) else model
-
-    def shard(self, loader: TensorLoader) -> Any:
-        """This rank's share of every global batch of ``loader`` (one process: the loader itself)."""
-        return loader
-
-    def seed(self, seed: int) -> int:
-        """This rank's seed for its own randomness (dropout, augmentation); ``seed`` itself on rank 0 of 1."""
-        return int(seed) if self.world_size == 1 else derive_seed(int(seed), "rank", self.rank)
-
-    # -- collectives
-    def barrier(self) -> None:
-        return None
-
-    def all_gather_object(self, obj: T) -> list[T]:
-        return [obj]
-
-    def broadcast_object(self, obj: T, src: int = 0) -> T:
-        return obj
-
-    def all_reduce_sum(self, values: Sequence[float]) -> list[float]:
-        """Sums over ranks (float64), e.g. of per-rank loss sums and sample counts."""
-        return [float(v) for v in values]
-
-    def map(self, fn: Callable[[T], R], items: Sequence[T]) -> list[R]:
-        """``[fn(x) for x in items]`` with the items split round-robin over ranks; every rank gets all results.
-
-        Items must carry their own seeds (e.g. a chip index → ``derive_seed``) so that a result does
-        not depend on which rank computed it: then the gathered list equals the single-process one.
-        """
-        mine = [fn(x) for x in split_items(items, self.rank, self.world_size)]
-        return gather_items(self.all_gather_object(mine), len(items))
-
-    def comm_stats(self) -> dict[str, Any]:
-        """Bytes sent per step by the gradient hook (empty in one process)."""
-        return self.comm_state.stats.summary() if self.comm_state is not None else {}
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}(rank={self.rank}, world_size={self.world_size}, device={self.device})"
-
-
-class SingleProcess(Strategy):
-    """One process, no communication: exactly the training loop as it was."""
 
 
 class DDPStrategy(Strategy):
@@ -299,6 +197,14 @@ class DDPStrategy(Strategy):
         box = [obj]
         dist.broadcast_object_list(box, src=src)
         return box[0]
+
+    def sync_module(self, model: nn.Module) -> nn.Module:
+        self._need_ready("sync_module")
+        with torch.no_grad():
+            for t in self.unwrap(model).state_dict().values():
+                if t.is_floating_point() or t.dtype in (torch.int64, torch.int32, torch.bool, torch.uint8):
+                    dist.broadcast(t, src=0)
+        return model
 
     def all_reduce_sum(self, values: Sequence[float]) -> list[float]:
         self._need_ready("all_reduce_sum")

@@ -18,6 +18,7 @@ from cimkit.data import TensorLoader
 from cimkit.tasks import Task
 from cimkit.train import FinetuneConfig, TrainConfig, evaluate, fit
 from cimkit.train.loop import Callback, StepHook
+from cimkit.train.strategy import SingleProcess, Strategy
 
 # calibration batches every step takes unless it says otherwise
 DEFAULT_CALIB_BATCHES = 8
@@ -43,6 +44,7 @@ class RunContext:
     task: Task
     eval_batch_size: int = 1000
     progress: bool = True
+    strategy: Strategy = field(default_factory=SingleProcess)
     _fp32: dict[str, Any] | None = field(default=None, repr=False)
 
     @property
@@ -102,8 +104,12 @@ class RunContext:
         ckpt = self.cache_dir / f"{tag}-{h}"
         res = fit(model, self.train_loader(train_cfg.batch_size, seed=train_cfg.seed), train_cfg,
                   teacher=teacher, device=self.device, checkpoint_dir=ckpt, progress=self.progress,
-                  step_hooks=step_hooks, callbacks=callbacks, task=self.task)  # fmt: skip
-        return {"seconds": res.seconds, "history": res.history, "resumed_from_epoch": res.resumed_from_epoch}
+                  step_hooks=step_hooks, callbacks=callbacks, task=self.task,
+                  strategy=self.strategy if self.strategy.is_distributed else None)  # fmt: skip
+        out = {"seconds": res.seconds, "history": res.history, "resumed_from_epoch": res.resumed_from_epoch}
+        if res.comm:
+            out["comm"] = res.comm
+        return out
 
     def finetune(
         self,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import logging
+import os
 import shutil
 import time
 from pathlib import Path
@@ -24,7 +25,8 @@ from cimkit.models import create
 from cimkit.report import write_report
 from cimkit.tasks import get_task
 from cimkit.train import fit, load_model, save_model
-from cimkit.utils import machine_info, resolve_device, seed_everything, set_threads
+from cimkit.train.strategy import SingleProcess, Strategy
+from cimkit.utils import available_cores, machine_info, resolve_device, seed_everything, set_threads
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +62,7 @@ def run_experiment(
     data_dir: str | Path | None = None,
     progress: bool = True,
     retrain: bool = False,
+    strategy: Strategy | None = None,
 ) -> dict[str, Any]:
     """Run ``cfg``; write ``out_dir/results.json`` (after every variant) and ``out_dir/report.html``.
 
@@ -67,18 +70,28 @@ def run_experiment(
     The trained baseline is cached under ``out_dir/cache`` keyed by dataset, model and recipe, so a
     re-run reuses it (``retrain=True`` forces training). An interrupted baseline training resumes from
     its last epoch checkpoint. Every variant is validated against the model's shapes first.
+
+    With a distributed ``strategy`` (``cimkit.dist.DDPStrategy``, set up; every rank calls this) the
+    baseline and every fine-tuning step train with DDP, chip sweeps are split over the ranks, and
+    only rank 0 checks, locks and writes the output folder; every rank returns the same results.
     """
     out = Path(out_dir)
+    st = strategy or SingleProcess()
+    if not st.is_main:
+        return _run(cfg, out, data_dir=data_dir, progress=False, retrain=retrain, st=st)
     check_out_dir(out, cfg.to_dict())
     with OutDirLock(out):
-        return _run(cfg, out, data_dir=data_dir, progress=progress, retrain=retrain)
+        return _run(cfg, out, data_dir=data_dir, progress=progress, retrain=retrain, st=st)
 
 
 def _run(cfg: ExperimentConfig, out: Path, *, data_dir: str | Path | None, progress: bool,
-         retrain: bool) -> dict[str, Any]:  # fmt: skip
+         retrain: bool, st: Strategy) -> dict[str, Any]:  # fmt: skip
     cache = out / "cache"
-    threads = set_threads(cfg.threads) if cfg.threads else torch.get_num_threads()
-    device = resolve_device(cfg.device)
+    n = cfg.threads
+    if n and st.is_distributed:  # the ranks on one machine share its cores
+        n = max(1, min(n, available_cores() // int(os.environ.get("LOCAL_WORLD_SIZE", st.world_size))))
+    threads = set_threads(n) if n else torch.get_num_threads()
+    device = st.device if st.is_distributed else resolve_device(cfg.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError("device: 'cuda' was asked for but torch sees no CUDA device; use device = \"cpu\"")
     specs = cfg.variant_specs()
@@ -95,6 +108,7 @@ def _run(cfg: ExperimentConfig, out: Path, *, data_dir: str | Path | None, progr
     baseline: dict[str, Any] = {"key": key, "units": {"train_seconds": "s", "seconds_per_epoch": "s",
                                                       "history.loss": task.units.get("loss", "nats"),
                                                       "history.seconds": "s"}}  # fmt: skip
+    st.barrier()  # rank 0 has checked the output folder
     reuse = weights.is_file() and not retrain
     if reuse:
         try:
@@ -108,24 +122,30 @@ def _run(cfg: ExperimentConfig, out: Path, *, data_dir: str | Path | None, progr
         torch.manual_seed(cfg.train.seed)
         loader = TensorLoader(data.x_train, data.y_train, cfg.train.batch_size, shuffle=True, seed=cfg.train.seed)
         ckpt = cache / f"baseline-{key}-train"
-        if retrain and ckpt.exists():
+        if retrain and ckpt.exists() and st.is_main:
             shutil.rmtree(ckpt)
-        res = fit(model, loader, cfg.train, device=device, checkpoint_dir=ckpt, progress=progress, task=task)
+        st.barrier()
+        res = fit(model, loader, cfg.train, device=device, checkpoint_dir=ckpt, progress=progress, task=task,
+                  strategy=st if st.is_distributed else None)  # fmt: skip
         meta = {"train_seconds": sum(h["seconds"] for h in res.history),
                 "seconds_per_epoch": res.seconds_per_epoch, "history": res.history}  # fmt: skip
-        save_model(weights, model, meta)
+        if res.comm:
+            meta["comm"] = res.comm
+        if st.is_main:
+            save_model(weights, model, meta)
         baseline.update(reused=False, **meta)
     model.to(device).eval()
 
     ctx = RunContext(data=data, baseline=model, train_cfg=cfg.train, seed=cfg.seed, device=device, out_dir=out,
                      cache_dir=cache, baseline_key=key, task=task, eval_batch_size=cfg.eval_batch_size,
-                     progress=progress)  # fmt: skip
+                     progress=progress, strategy=st)  # fmt: skip
     results: dict[str, Any] = {
         "cimkit_version": cimkit.__version__,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "experiment": cfg.to_dict(),
         "seed": cfg.seed,
         "threads": threads,
+        "world_size": st.world_size,
         "machine": machine_info(),
         "dataset": _dataset_info(data),
         "task": task.describe(),
@@ -146,9 +166,12 @@ def _run(cfg: ExperimentConfig, out: Path, *, data_dir: str | Path | None, progr
         results["variants"].append({"name": spec.name, "kind": spec.kind, "config": spec.cfg.to_dict(),
                                     "metrics": r.metrics, "units": r.units, "details": r.details,
                                     "seconds": time.perf_counter() - t0})  # fmt: skip
-        atomic_write_json(res_path, results)  # nothing lost if a later variant is interrupted
+        if st.is_main:
+            atomic_write_json(res_path, results)  # nothing lost if a later variant is interrupted
     results["complete"] = True
     results["seconds"] = time.perf_counter() - t_start
-    atomic_write_json(res_path, results)
-    write_report(results, out / "report.html", sections=variant_sections(results))
+    if st.is_main:
+        atomic_write_json(res_path, results)
+        write_report(results, out / "report.html", sections=variant_sections(results))
+    st.barrier()
     return results

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
+from typing import Any
 
 from cimkit.config import Config, as_enum, check_range
+from cimkit.errors import ConfigError
+from cimkit.train.compression import CompressionConfig, GradCompression
 
 
 class Optim(str, Enum):
@@ -22,7 +25,9 @@ class Schedule(str, Enum):
 
 @dataclass
 class TrainConfig(Config):
-    """How to train: optimizer, learning-rate schedule, epochs, batch size, distillation, seed.
+    """How to train: optimizer, learning-rate schedule, epochs, batch size, distillation, seed, and
+    the gradient compression of distributed training (``grad_compression``: none, fp16, bf16,
+    powersgd, terngrad, qsgd, topk; options in the ``compression`` table).
 
     ``kd_alpha`` > 0 with a teacher adds Hinton et al. (2015) distillation:
     loss = (1-α)·CE(student, y) + α·T²·KL(softmax(teacher/T) ‖ softmax(student/T)).
@@ -43,6 +48,8 @@ class TrainConfig(Config):
     kd_temperature: float = 4.0
     grad_clip: float = 0.0  # max global grad norm; 0 = off
     seed: int = 0
+    grad_compression: GradCompression = GradCompression.NONE
+    compression: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         check_range("train.epochs", self.epochs, 0)
@@ -59,3 +66,14 @@ class TrainConfig(Config):
         check_range("train.grad_clip", self.grad_clip, 0.0)
         self.optimizer = as_enum("train.optimizer", self.optimizer, Optim)
         self.schedule = as_enum("train.schedule", self.schedule, Schedule)
+        self.grad_compression = as_enum("train.grad_compression", self.grad_compression, GradCompression)
+        self.compression_config()  # validate the compression options now
+
+    def compression_config(self) -> CompressionConfig:
+        """The gradient compression of distributed (DDP) training: ``grad_compression`` and the
+        options in the ``compression`` table (:class:`~cimkit.train.compression.CompressionConfig`
+        fields). One process ignores it."""
+        if "method" in self.compression:
+            raise ConfigError("train.compression.method: set train.grad_compression instead")
+        return CompressionConfig.from_dict({"method": self.grad_compression.value, **self.compression},
+                                           where="train.compression.")  # fmt: skip

@@ -24,6 +24,7 @@ from cimkit.errors import ConfigError, DataError, TrainingDivergedError
 from cimkit.tasks import Classification, MetricSums, Task, get_task
 from cimkit.train.checkpoint import load_training_state, save_training_state
 from cimkit.train.config import Optim, Schedule, TrainConfig
+from cimkit.train.strategy import SingleProcess, Strategy
 from cimkit.utils import progress as progress_iter
 from cimkit.utils import resolve_device
 
@@ -59,6 +60,7 @@ class FitResult:
     history: list[dict[str, float]] = field(default_factory=list)
     seconds: float = 0.0
     resumed_from_epoch: int | None = None
+    comm: dict[str, Any] = field(default_factory=dict)  # bytes the gradient hook sent (distributed runs)
 
     @property
     def seconds_per_epoch(self) -> float:
@@ -117,6 +119,7 @@ def fit(
     eval_loader: Iterable[tuple[torch.Tensor, torch.Tensor]] | None = None,
     task: Task | str | None = None,
     callbacks: Sequence[Callback] = (),
+    strategy: Strategy | None = None,
 ) -> FitResult:
     """Train ``model`` in place with ``cfg`` for ``task``; resumable from ``checkpoint_dir``.
 
@@ -128,15 +131,21 @@ def fit(
     ``callbacks`` (:class:`Callback`) at the points they name. The history records per epoch the
     training ``loss`` and the task's other metrics as ``train_<metric>`` (``train_accuracy`` for
     classification), plus ``eval_<metric>`` when ``eval_loader`` is given.
+
+    ``strategy`` (:class:`~cimkit.train.strategy.Strategy`; default one process) spreads training
+    over processes: ``cimkit.dist.DDPStrategy`` wraps the model in DDP (with its gradient-compression
+    hook), gives each rank its slice of every global batch, sums the history's metrics over ranks,
+    and only rank 0 writes the checkpoint (every rank reads it on resume).
     """
     tk = _task_for(task, cfg)
-    dev = resolve_device(device)
+    st = strategy or SingleProcess(resolve_device(device))
+    dev = st.device
     model.to(dev)
     if teacher is not None:
         teacher.to(dev).eval()
     if cfg.kd_alpha > 0 and teacher is None:
         raise ConfigError("train.kd_alpha > 0 needs a teacher model")
-    torch.manual_seed(cfg.seed)
+    torch.manual_seed(st.seed(cfg.seed))
     opt = make_optimizer(model, cfg)
     start_epoch, step = 0, 0
     result = FitResult()
@@ -152,6 +161,10 @@ def fit(
             result.resumed_from_epoch = start_epoch
             if start_epoch < cfg.epochs:
                 log.info("resuming from %s at epoch %d", checkpoint_dir, start_epoch)
+    net = st.wrap(model)  # the module the forward runs through (DDP in several processes)
+    if st.comm_state is not None:
+        st.comm_state.step = step  # a resumed run continues the hook's random stream
+    train_loader = st.shard(train_loader)  # type: ignore[arg-type]
     n_batches = len(train_loader)  # type: ignore[arg-type]
     t_call = time.perf_counter()
     for epoch in range(start_epoch, cfg.epochs):
@@ -166,7 +179,7 @@ def fit(
             xb, yb = xb.to(dev, non_blocking=True), yb.to(dev, non_blocking=True)
             for g in opt.param_groups:
                 g["lr"] = lr_at(cfg, step, n_batches)
-            out = model(xb)  # (B, ...) the task's outputs
+            out = net(xb)  # (B, ...) the task's outputs
             loss = tk.loss(out, yb)
             if teacher is not None and cfg.kd_alpha > 0:
                 with torch.no_grad():
@@ -192,6 +205,13 @@ def fit(
             with torch.no_grad():
                 tk.accumulate(sums, out.detach(), yb)
             bar.set(loss=tot_loss / tot_n)
+        if st.is_distributed:  # the epoch's sums over every rank's share of the batches
+            names = list(sums.sums)
+            red = st.all_reduce_sum([tot_loss, tot_n, sums.n, *(sums.sums[k] for k in names),
+                                     *(sums.counts[k] for k in names)])  # fmt: skip
+            tot_loss, tot_n, sums.n = red[0], int(red[1]), int(red[2])
+            for i, k in enumerate(names):
+                sums.sums[k], sums.counts[k] = red[3 + i], int(red[3 + len(names) + i])
         rec = {"epoch": epoch + 1, "loss": tot_loss / max(tot_n, 1), **_train_metrics(tk, sums),
                "lr": lr_at(cfg, step - 1, n_batches), "seconds": time.perf_counter() - t0}  # fmt: skip
         if eval_loader is not None:
@@ -201,11 +221,17 @@ def fit(
             cb.on_epoch_end(model, epoch + 1, rec)
         result.history.append(rec)
         log.info("epoch %d/%d %s", epoch + 1, cfg.epochs, " ".join(f"{k}={v:.4g}" for k, v in rec.items() if k != "epoch"))
-        if checkpoint_dir is not None:
+        if checkpoint_dir is not None and st.is_main:
             save_training_state(checkpoint_dir, model, opt,
                                 {"epoch": epoch + 1, "step": step, "history": result.history,
                                  "done": epoch + 1 == cfg.epochs})  # fmt: skip
+        if checkpoint_dir is not None:
+            st.barrier()  # no rank runs ahead of the checkpoint it may have to resume from
     result.seconds = time.perf_counter() - t_call
+    result.comm = st.comm_stats()
+    if result.comm:
+        log.info("gradient communication: %s", result.comm)
+    st.sync_module(model)  # every rank leaves with rank 0's weights and BatchNorm statistics
     model.eval()
     return result
 

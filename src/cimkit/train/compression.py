@@ -6,10 +6,16 @@ from dataclasses import dataclass, field
 from enum import Enum
 
 from cimkit.config import Config, as_enum, check_range
-from cimkit.dist.compress import TernScaler, qsgd_bits
 from cimkit.errors import ConfigError
 
-__all__ = ["CompressionConfig", "GradCompression"]
+__all__ = ["CompressionConfig", "GradCompression", "TernScaler"]
+
+
+class TernScaler(str, Enum):
+    """How TernGrad picks the per-layer scaler ``s``."""
+
+    STDDEV = "stddev"  # s = c·σ(g), the reference default (clip_factor 2.5)
+    MAX = "max"  # s = max|g| (clip_factor 0 in the reference code): exactly unbiased
 
 
 class GradCompression(str, Enum):
@@ -60,12 +66,7 @@ class CompressionConfig(Config):
         self.method = as_enum("compression.method", self.method, GradCompression)
         self.terngrad_scaler = as_enum("compression.terngrad_scaler", self.terngrad_scaler, TernScaler)
         check_range("compression.terngrad_c", self.terngrad_c, 0.0, lo_open=True)
-        try:
-            qsgd_bits(self.qsgd_levels)
-        except ConfigError:
-            raise ConfigError(
-                f"compression.qsgd_levels: {self.qsgd_levels!r} is out of range; allowed: integers in [1, 127]"
-            ) from None
+        check_range("compression.qsgd_levels", self.qsgd_levels, 1, 127)  # codes q + s in [0, 2s] fit 8 bits
         check_range("compression.qsgd_bucket_size", self.qsgd_bucket_size, 0)
         check_range("compression.topk_ratio", self.topk_ratio, 0.0, 1.0, lo_open=True)
         check_range("compression.min_numel", self.min_numel, 1)
