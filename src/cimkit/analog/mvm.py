@@ -229,30 +229,39 @@ def _nograd_route(layer: AnalogLayer, chain: Chain, x: Tensor, a: Tensor, w_scal
     if chain.adc_on:
         z.clamp_(-levels_adc, levels_adc).round_()
     layer._count_conversions(z5, n_planes)
-    # digital: shift-and-add (planes, slices), tiles, w_scale, compensation, full scale, bias; all in
-    # place on the partial sums (no (B, N, *sp)-sized factor tensor): the per-(plane, tile, slice,
-    # column) coefficients first, the per-sample DAC full scale (common to all of them) after the sum
+    # digital: shift-and-add (planes, slices), tiles, w_scale, compensation, full scale, bias
     coef = digital_coef(layer, w_scale, alpha, plane_coef) * (1.0 / adc_mult)  # (P, T, S, N)
     n_sp = z5.dim() - 5
-    per_sample = _per_sample(x_full)
-    if not per_sample:
-        coef = coef * x_full
-    if n_planes * g.n_tiles * layer.n_slices == 1:
-        y = z5.reshape(bsz, g.n_out, *z5.shape[5:]).mul_(coef.view(1, g.n_out, *([1] * n_sp)))  # (B, N, *sp)
-    else:
-        y = z5.mul_(coef.unsqueeze(1).view(*coef.shape[:1], 1, *coef.shape[1:], *([1] * n_sp))).sum(dim=(0, 2, 3))
-    bias = layer.bias.view(1, -1, *([1] * n_sp)) if layer.bias is not None else None
-    if per_sample:
-        xs = x_full.view(-1, *([1] * (y.dim() - 1)))  # (B, 1, ...)
+    single = n_planes * g.n_tiles * layer.n_slices == 1
+    bias = layer.bias
+    if n_sp == 0 and _per_sample(x_full):
+        # linear layers: a (P, B, T, S, N) factor would be as large as the partial sums, so scale in
+        # place: the per-column coefficients, then the per-sample DAC full scale (common to them all)
+        if single:
+            y = z5.reshape(bsz, g.n_out).mul_(coef.view(1, g.n_out))  # (B, N)
+        else:
+            y = z5.mul_(coef.unsqueeze(1)).sum(dim=(0, 2, 3))  # (B, N)
+        xs = x_full.view(-1, 1)  # (B, 1)
         if bias is not None and not chain.offset:
-            y = torch.addcmul(bias, y, xs, out=y)  # bias + y * full scale, one pass
+            y = torch.addcmul(bias.view(1, -1), y, xs, out=y)  # bias + y * full scale, one pass
             bias = None
         else:
             y.mul_(xs)
+    else:
+        # convolutions (the factor has no spatial dims) or a fixed DAC range (no batch dim): small factor
+        if _per_sample(x_full):
+            fac = coef.unsqueeze(1) * x_full.view(1, -1, 1, 1, 1)  # (P, B, T, S, N)
+        else:
+            fac = (coef * x_full).unsqueeze(1)  # (P, 1, T, S, N)
+        fac = fac.view(*fac.shape, *([1] * n_sp))
+        if single:
+            y = z5.reshape(bsz, g.n_out, *z5.shape[5:]).mul_(fac.reshape(fac.shape[1], g.n_out, *fac.shape[5:]))
+        else:
+            y = z5.mul_(fac).sum(dim=(0, 2, 3))  # (B, N, *sp)
     if chain.offset:
         y.add_(offset_term(layer, x_dig, u_dig * x_full, w_scale, alpha))
     if bias is not None:
-        y.add_(bias)
+        y.add_(bias.view(1, -1, *([1] * n_sp)))
     return y
 
 
