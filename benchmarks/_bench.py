@@ -68,7 +68,7 @@ def parser(name: str, doc: str | None) -> argparse.ArgumentParser:
     p.add_argument(
         "--data-dir",
         type=Path,
-        default=None,
+        default=default_data_dir(),
         help="dataset folder (default: $CIMKIT_DATA, else ../shared/datasets, else cimkit's cache)",
     )
     p.add_argument("--reuse", action="store_true",

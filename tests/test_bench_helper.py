@@ -34,6 +34,7 @@ def test_data_dir_argument_then_env_then_shared_folder(bench, monkeypatch, tmp_p
     monkeypatch.setenv("CIMKIT_DATA", str(tmp_path / "env"))
     assert bench.data_dir(None) == tmp_path / "env"
     assert bench.data_dir(tmp_path / "arg") == tmp_path / "arg"
+    assert bench.parser("x", "doc").parse_args([]).data_dir == tmp_path / "env"  # the same rule as the default
     args = bench.parser("x", "doc").parse_args(["--quick", "--data-dir", str(tmp_path)])
     assert args.quick and args.data_dir == tmp_path and args.threads == 1 and not args.reuse
 
