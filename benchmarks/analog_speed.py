@@ -3,7 +3,7 @@ and the character GPT at batch 64, sequence 128.
 
 Measured in the same run, interleaved (``_bench.time_interleaved``: every round times each
 configuration once, in shuffled order; medians of CPU time per call, which on a shared machine is
-steadier than wall time; both are reported), all inference forwards without autograd:
+steadier than wall time; both are reported; inference forwards run under ``torch.no_grad``):
 
 * inference forward of (a) the ideal mapping (ideal device and converters; goal <= 1.2x fp32),
   (b) the standard model: 8-bit DAC and ADC per 256-row tile, output noise, PCM programmed and
