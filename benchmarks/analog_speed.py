@@ -1,15 +1,21 @@
-"""Analog simulation speed: time ratio vs plain fp32 PyTorch, batch 256, LeNet-5 and VGG-small (BN CNN).
+"""Analog simulation speed: time ratio vs plain fp32 PyTorch, batch 256, LeNet-5 and VGG-small (BN CNN),
+and the character GPT at batch 64, sequence 128.
 
-Measured in the same run, interleaved (every round times each configuration once; medians of CPU
-time per call, which on a shared machine is steadier than wall time; both are reported):
+Measured in the same run, interleaved (``_bench.time_interleaved``: every round times each
+configuration once, in shuffled order; medians of CPU time per call, which on a shared machine is
+steadier than wall time; both are reported; inference forwards run under ``torch.no_grad``):
 
 * inference forward of (a) the ideal mapping (ideal device and converters; goal <= 1.2x fp32),
   (b) the standard model: 8-bit DAC and ADC per 256-row tile, output noise, PCM programmed and
   drifted to 1 h, global drift compensation (goal <= 1.5x), (c) 4 weight slices x 2-bit cells with
-  8-bit bit-serial inputs on the standard model (goal <= 1.3 x 32 = 41.6x);
+  8-bit bit-serial inputs on the standard model (goal <= 1.3 x 32 = 41.6x), (d) the W4A8-quantized
+  model (``cimkit.quant.quantize_`` + ``calibrate``) on the standard mapping, programmed and drifted
+  the same way (goal <= 1.1x the unquantized standard model);
 * the standard model's tiled convolutions by grouped convolution vs unfold + matmul (reported);
 * a hardware-aware training step (PCM device-noise injection, STE converters, weight clipping)
-  vs a plain fp32 training step, both SGD (goal <= 1.5x).
+  vs a plain fp32 training step, both SGD (goal <= 1.5x);
+* ``char_gpt`` (the default: vocabulary 65, block 128, size ``small``) on the standard mapping, PCM
+  at 1 h, vs its fp32 forward, batch 64 x 128 tokens (goal <= 1.5x).
 
 If aihwkit is importable (optional, never a dependency) its torch-only ``TorchInferenceRPUConfig``
 tile is timed at matched settings (8-bit DAC/ADC, out_bound 10, out_noise 0.04, 256x256 tiles,
@@ -17,7 +23,7 @@ PCMLikeNoiseModel drifted to 1 h, global compensation; aihwkit's own per-vector 
 scaling) for inference and for an HWA training step (additive weight noise: the torch tile has no
 PCM-noise modifier), and the ratio aihwkit / cimkit printed.
 
-    python benchmarks/analog_speed.py [--quick] [--out FILE] [--threads 1] [--batch 256] [--rounds 7]
+    python benchmarks/analog_speed.py [--quick] [--out FILE] [--threads 1] [--batch 256] [--rounds 9]
 
 Writes ``benchmarks/results/analog_speed.json`` (``--quick``: ``analog_speed.quick.json``).
 """
@@ -26,57 +32,55 @@ from __future__ import annotations
 
 import copy
 import logging
-import random
-import statistics
-import sys
-import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _bench import Report, parser, setup_threads
+import _bench
+from _bench import Report, Timing
 
 GOAL_IDEAL, GOAL_STANDARD, GOAL_BITSERIAL, GOAL_HWA = 1.2, 1.5, 1.3 * 32, 1.5
+GOAL_QUANT, GOAL_GPT = 1.1, 1.5
+W4A8 = "W4A8 standard"
 
 
-def _median_interleaved(
-    fns: dict[str, Callable[[], Any]], rounds: int, warmup: int = 1
-) -> dict[str, tuple[float, float]]:
-    """Median (CPU seconds, wall seconds) per call; each round calls every function once, so a
-    shared machine's load drifts over all of them alike. CPU time (``time.process_time``) is the
-    compute a call costs; wall time also counts waiting for a core on a loaded machine. The order
-    is shuffled every round."""
-    for f in fns.values():
-        for _ in range(warmup):
-            f()
-    cpu: dict[str, list[float]] = {k: [] for k in fns}
-    wall: dict[str, list[float]] = {k: [] for k in fns}
-    order = list(fns)
-    rng = random.Random(0)
-    for _ in range(rounds):
-        rng.shuffle(order)  # no configuration always runs first (cold caches) or last
-        for k in order:
-            f = fns[k]
-            c0, w0 = time.process_time(), time.perf_counter()
-            f()
-            cpu[k].append(time.process_time() - c0)
-            wall[k].append(time.perf_counter() - w0)
-    return {k: (statistics.median(cpu[k]), statistics.median(wall[k])) for k in fns}
-
-
-def _aihwkit_available() -> bool:
+def aihwkit_unavailable() -> str | None:
+    """None when aihwkit's torch tile can be used, else why not."""
     try:
         import aihwkit  # noqa: F401
         from aihwkit.simulator.configs import TorchInferenceRPUConfig  # noqa: F401
     except Exception as e:  # ImportError or a broken binary wheel
-        logging.getLogger(__name__).info("aihwkit not importable (%s): skipped", e)
-        return False
-    return True
+        return f"aihwkit is not importable ({type(e).__name__}: {e}); its timings are left out"
+    return None
+
+
+def inference(m: nn.Module, x: torch.Tensor) -> Callable[[], Any]:
+    def f() -> Any:
+        with torch.no_grad():
+            return m(x)
+
+    return f
+
+
+def programmed(model: nn.Module, mapping: Any, device: str) -> nn.Module:
+    """``model`` on crossbars (a copy), programmed and drifted to 1 h."""
+    from cimkit import analog
+
+    m = analog.convert(model, mapping, device).eval()
+    analog.program(m, 0)
+    analog.drift(m, 3600.0)
+    return m
+
+
+def add_rows(report: Report, name: str, both: dict[str, Timing], refs: dict[str, str]) -> None:
+    """One row per configuration: CPU and wall ms, ratio to its reference (``refs``, default fp32)."""
+    for k, tm in both.items():
+        ref = both[refs.get(k, "fp32")]
+        report.row(model=name, config=k, **{"cpu ms": 1e3 * tm.cpu, "x fp32 (cpu)": tm.cpu / ref.cpu,
+                                            "wall ms": 1e3 * tm.wall, "x fp32 (wall)": tm.wall / ref.wall})  # fmt: skip
 
 
 def aihwkit_rpu_config(hwa: bool = False) -> Any:
@@ -110,37 +114,29 @@ def bench_model(name: str, batch: int, rounds: int, report: Report, have_aihwkit
     from cimkit import analog
     from cimkit.analog import HWAConfig, mapping_preset
     from cimkit.models import create
+    from cimkit.quant import QuantConfig, calibrate, quantize_
 
     torch.manual_seed(0)
     model = create(name, in_channels=1, num_classes=10, input_size=(28, 28)).eval()
     x = torch.randn(batch, 1, 28, 28)
     y = torch.randint(0, 10, (batch,))
 
-    def inference(m: nn.Module) -> Callable[[], Any]:
-        def f() -> Any:
-            with torch.no_grad():
-                return m(x)
-
-        return f
-
-    def programmed(mapping: Any, device: str) -> nn.Module:
-        m = analog.convert(model, mapping, device).eval()
-        analog.program(m, 0)
-        analog.drift(m, 3600.0)
-        return m
-
-    fns: dict[str, Callable[[], Any]] = {"fp32": inference(model)}
-    fns["ideal"] = inference(programmed("ideal", "ideal"))
-    fns["standard"] = inference(programmed("standard", "pcm"))
-    fns["standard (unfold convs)"] = inference(programmed(mapping_preset("standard", conv_route="unfold"), "pcm"))
-    fns["4 slices x 8-bit bit-serial"] = inference(programmed("sliced_bitserial", "pcm"))
+    fns: dict[str, Callable[[], Any]] = {"fp32": inference(model, x)}
+    fns["ideal"] = inference(programmed(model, "ideal", "ideal"), x)
+    fns["standard"] = inference(programmed(model, "standard", "pcm"), x)
+    fns["standard (unfold convs)"] = inference(programmed(model, mapping_preset("standard", conv_route="unfold"),
+                                                          "pcm"), x)  # fmt: skip
+    quant = quantize_(copy.deepcopy(model), QuantConfig(w_bits=4, a_bits=8))
+    calibrate(quant, [torch.randn(batch, 1, 28, 28) for _ in range(4)])
+    fns[W4A8] = inference(programmed(quant, "standard", "pcm"), x)
+    fns["4 slices x 8-bit bit-serial"] = inference(programmed(model, "sliced_bitserial", "pcm"), x)
     if have_aihwkit:
         from aihwkit.nn.conversion import convert_to_analog
 
         am = convert_to_analog(copy.deepcopy(model), aihwkit_rpu_config()).eval()
         am.program_analog_weights()
         am.drift_analog_weights(3600.0)
-        fns["aihwkit standard"] = inference(am)
+        fns["aihwkit standard"] = inference(am, x)
     # training steps (SGD): plain fp32 vs cimkit HWA (and aihwkit HWA)
     plain = copy.deepcopy(model).train()
     opt_plain = torch.optim.SGD(plain.parameters(), lr=1e-3, momentum=0.9)
@@ -172,55 +168,63 @@ def bench_model(name: str, batch: int, rounds: int, report: Report, have_aihwkit
         opt_ah.regroup_param_groups(ah)
         fns["aihwkit train step HWA"] = step(ah, opt_ah)
     slow = {"4 slices x 8-bit bit-serial"}
-    fast_fns = {k: v for k, v in fns.items() if k not in slow}
-    both = _median_interleaved(fast_fns, rounds)
-    both.update(_median_interleaved({k: fns[k] for k in slow}, max(3, rounds // 2)))
-    t = {k: v[0] for k, v in both.items()}  # CPU time: the ratios
+    both = _bench.time_interleaved({k: v for k, v in fns.items() if k not in slow}, rounds)
+    both.update(_bench.time_interleaved({k: fns[k] for k in slow}, max(3, rounds // 2)))
+    train_ref = {k: "train step fp32" for k in both if k.startswith(("train", "aihwkit train"))}
+    add_rows(report, name, both, train_ref)
+    t = {k: v.cpu for k, v in both.items()}  # CPU time: the ratios
+    for row in report.rows[-len(both) :]:
+        if row["config"] == "aihwkit standard":
+            row["aihwkit / cimkit"] = t["aihwkit standard"] / t["standard"]
+        if row["config"] == "aihwkit train step HWA":
+            row["aihwkit / cimkit"] = t["aihwkit train step HWA"] / t["train step HWA"]
+        if row["config"] == W4A8:
+            row["x standard (cpu)"] = t[W4A8] / t["standard"]
     base, base_train = t["fp32"], t["train step fp32"]
-    for k, (sec, wall) in both.items():
-        ref_k = "train step fp32" if k.startswith(("train", "aihwkit train")) else "fp32"
-        row: dict[str, Any] = {"model": name, "config": k, "cpu ms": 1e3 * sec, "x fp32 (cpu)": sec / t[ref_k],
-                               "wall ms": 1e3 * wall, "x fp32 (wall)": wall / both[ref_k][1]}  # fmt: skip
-        if k == "aihwkit standard":
-            row["aihwkit / cimkit"] = sec / t["standard"]
-        if k == "aihwkit train step HWA":
-            row["aihwkit / cimkit"] = sec / t["train step HWA"]
-        report.row(**row)
-    report.goal(
-        f"{name}: ideal mapping inference / fp32",
-        t["ideal"] / base,
-        f"<= {GOAL_IDEAL}",
-        t["ideal"] / base <= GOAL_IDEAL,
-    )
-    r = t["standard"] / base
-    report.goal(f"{name}: standard model (8b DAC/ADC, 256-row tiles, out noise, PCM @1h) / fp32", r,
-                f"<= {GOAL_STANDARD}", r <= GOAL_STANDARD)  # fmt: skip
-    r = t["4 slices x 8-bit bit-serial"] / base
-    report.goal(
-        f"{name}: 4 slices x 8-bit bit-serial / fp32", r, f"<= {GOAL_BITSERIAL:g} (1.3 x 32)", r <= GOAL_BITSERIAL
-    )
-    r = t["train step HWA"] / base_train
-    report.goal(f"{name}: HWA train step / fp32 train step", r, f"<= {GOAL_HWA}", r <= GOAL_HWA)
+    report.at_most(f"{name}: ideal mapping inference / fp32", t["ideal"] / base, GOAL_IDEAL)
+    report.at_most(f"{name}: standard model (8b DAC/ADC, 256-row tiles, out noise, PCM @1h) / fp32",
+                   t["standard"] / base, GOAL_STANDARD)  # fmt: skip
+    report.at_most(f"{name}: 4 slices x 8-bit bit-serial / fp32", t["4 slices x 8-bit bit-serial"] / base,
+                   GOAL_BITSERIAL, f"<= {GOAL_BITSERIAL:g} (1.3 x 32)")  # fmt: skip
+    report.at_most(f"{name}: HWA train step / fp32 train step", t["train step HWA"] / base_train, GOAL_HWA)
+    report.at_most(f"{name} W4A8 standard mapping / unquantized standard mapping", t[W4A8] / t["standard"],
+                   GOAL_QUANT)  # fmt: skip
+
+
+def bench_gpt(batch: int, seq: int, rounds: int, report: Report) -> None:
+    """``char_gpt`` inference on the standard mapping (PCM, 1 h) vs its fp32 forward."""
+    from cimkit.models import create
+
+    torch.manual_seed(0)
+    model = create("char_gpt", vocab_size=65, block_size=seq).eval()
+    x = torch.randint(0, 65, (batch, seq))  # (B, T) token ids
+    fns = {"fp32": inference(model, x), "standard": inference(programmed(model, "standard", "pcm"), x)}
+    both = _bench.time_interleaved(fns, rounds)
+    add_rows(report, "char_gpt", both, {})
+    report.at_most(f"char_gpt standard mapping / fp32 forward (batch {batch}, sequence {seq})",
+                   both["standard"].cpu / both["fp32"].cpu, GOAL_GPT)  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = parser("analog_speed", __doc__)
-    p.add_argument("--batch", type=int, default=256)
+    p = _bench.parser("analog_speed", __doc__)
+    p.add_argument("--batch", type=int, default=256, help="batch of the image models")
     p.add_argument("--rounds", type=int, default=9, help="timing rounds (median)")
-    p.add_argument("--models", default="lenet5,vgg_small")
+    p.add_argument("--models", default="lenet5,vgg_small,char_gpt", help="comma-separated (char_gpt: batch 64 x 128)")
     args = p.parse_args(argv)
-    setup_threads(args.threads)
+    _bench.setup_threads(args.threads)
     logging.basicConfig(level=logging.WARNING)
     rounds = 3 if args.quick else args.rounds
     report = Report("analog_speed", args.quick)
-    have = _aihwkit_available()
-    if not have:
-        sys.stdout.write("aihwkit is not importable: its timings are skipped\n")
+    why = aihwkit_unavailable()
+    if why is not None:
+        report.skip(why)
     for name in args.models.split(","):
-        bench_model(name, args.batch, rounds, report, have)
+        if name == "char_gpt":
+            bench_gpt(64, 128, rounds, report)
+        else:
+            bench_model(name, args.batch, rounds, report, why is None)
     report.print()
-    out = args.out or (Path(__file__).resolve().parent / "results" / "analog_speed.quick.json" if args.quick else None)
-    report.write(out)
+    report.write(args.out)
     return 0
 
 

@@ -1,95 +1,66 @@
 """Quantization benchmark: LeNet-5 on MNIST (or Fashion-MNIST with ``--dataset fashion-mnist``).
 
-Trains the fp32 baseline with the recipe of ``examples/mnist_lenet5.toml`` and, in the same run,
-measures the accuracy drop (points) of
+One experiment through the experiment runner (the code ``cimkit run`` runs): the fp32 baseline is
+trained with the recipe of ``examples/mnist_lenet5.toml``, then these variants are evaluated against
+it in the same run (accuracy drop in points; goals in brackets):
 
-* W8A8 post-training quantization (goal <= 0.3),
-* W4A4 quantization-aware training with learned step sizes (goal <= 1.0),
-* ternary (TWN) weights / 8-bit activations QAT (goal <= 2.0),
-* binary weights / 4-bit activations QAT (reported; the 1-cell-per-weight CIM recipe),
+* ``W8A8 PTQ``: ``ptq``, min/max ranges (drop <= 0.3);
+* ``W4A4 PTQ``: ``ptq``, MSE ranges (reported);
+* ``W4A4 QAT``: ``qat``, learned step sizes (LSQ), MSE-initialized, lr 2e-4 (drop <= 1.0);
+* ``ternary-W A8 QAT``: ``qat``, TWN weights, 8-bit activations, lr 5e-4 (drop <= 2.0);
+* ``binary-W A4 QAT``: ``qat``, XNOR-Net weights, 4-bit MSE activations, lr 1e-3 (reported; the
+  1-cell-per-weight CIM recipe);
 
-plus W4A4 PTQ for reference, each layer's size and BOPs, and the QAT step time relative to fp32
-training. If Brevitas is importable (optional, never a dependency) it runs the same W4A4 QAT recipe
-with Brevitas's quantizers (4-bit per-channel weights, learned 4-bit activation scales; same data,
-epochs and optimizer) and the script prints both accuracies and the step-time ratio (goal: cimkit
-not slower; steps of all models are timed interleaved, so machine load affects them alike).
+QAT runs 3 epochs with the recipe's optimizer and schedule. Each variant reports its size and BOPs
+(the runner's accounting). Timing, code of its own: one training step (forward, backward, Adam) of
+the fp32 model and of each QAT model (quantized and calibrated as the variants start), interleaved
+(median CPU time per step; every round times each model once, in shuffled order). If Brevitas is
+importable (optional, never a dependency) it runs the same W4A4 QAT recipe from the same trained
+fp32 weights with Brevitas's quantizers (4-bit per-channel weights, learned 4-bit activation
+scales; same data, epochs and optimizer), and its step is timed with the others (goal: the cimkit
+W4A4 QAT step takes no longer than Brevitas's).
 
     python benchmarks/quant_mnist.py [--dataset mnist|fashion-mnist] [--quick] [--out FILE] [--threads 1]
 
-Writes ``benchmarks/results/quant_<dataset>.json`` (``--quick``: ``quant_<dataset>.quick.json``).
+``--quick``: 1 fp32 epoch, 1 QAT epoch. Writes ``benchmarks/results/quant_<dataset>.json``
+(``--quick``: ``quant_<dataset>.quick.json``).
 """
 
 from __future__ import annotations
 
-import argparse
 import copy
-import logging
-import os
 import sys
-import time
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import nn
 
-ROOT = Path(__file__).resolve().parents[1]
-RECIPE = ROOT / "examples" / "mnist_lenet5.toml"
+import _bench
+
 GOALS = {"W8A8 PTQ": 0.3, "W4A4 QAT": 1.0, "ternary-W A8 QAT": 2.0}
 BREVITAS = "W4A4 QAT (Brevitas)"
+MSE = {"observer": "mse", "w_observer": "mse"}
 
 
-def _variants(qat_epochs: int) -> list[dict[str, Any]]:
-    from cimkit.quant import QuantConfig
-
-    mse = {"observer": "mse", "w_observer": "mse"}
+def experiment_variants(qat_epochs: int) -> list[dict[str, Any]]:
+    """The ``[[variants]]`` tables of the benchmark (the same a user would write)."""
     return [
-        {"name": "W8A8 PTQ", "cfg": QuantConfig(), "qat": None},
-        {"name": "W4A4 PTQ", "cfg": QuantConfig(w_bits=4, a_bits=4, **mse), "qat": None},
-        {"name": "W4A4 QAT", "cfg": QuantConfig(w_bits=4, a_bits=4, lsq=True, **mse), "qat": (qat_epochs, 2e-4)},
-        {"name": "ternary-W A8 QAT", "cfg": QuantConfig(w_mode="ternary_twn", a_bits=8), "qat": (qat_epochs, 5e-4)},
-        {"name": "binary-W A4 QAT", "cfg": QuantConfig(w_mode="binary", a_bits=4, observer="mse"),
-         "qat": (qat_epochs, 1e-3)},
+        {"kind": "fp32"},
+        {"kind": "ptq", "name": "W8A8 PTQ", "w_bits": 8, "a_bits": 8},
+        {"kind": "ptq", "name": "W4A4 PTQ", "w_bits": 4, "a_bits": 4, **MSE},
+        {"kind": "qat", "name": "W4A4 QAT", "w_bits": 4, "a_bits": 4, "lsq": True, **MSE, "epochs": qat_epochs,
+         "lr": 2e-4},
+        {"kind": "qat", "name": "ternary-W A8 QAT", "w_mode": "ternary_twn", "a_bits": 8, "epochs": qat_epochs,
+         "lr": 5e-4},
+        {"kind": "qat", "name": "binary-W A4 QAT", "w_mode": "binary", "a_bits": 4, "observer": "mse",
+         "epochs": qat_epochs, "lr": 1e-3},
     ]  # fmt: skip
 
 
-def _data_dir(arg: str | None) -> str | None:
-    if arg:
-        return arg
-    if os.environ.get("CIMKIT_DATA"):
-        return os.environ["CIMKIT_DATA"]
-    shared = ROOT.parent / "shared" / "datasets"
-    return str(shared) if shared.is_dir() else None
-
-
-def interleaved_step_ms(
-    models: dict[str, nn.Module], x: torch.Tensor, y: torch.Tensor, rounds: int = 30, warmup: int = 5
-) -> dict[str, float]:
-    """Median wall time (ms) of one training step (forward, backward, Adam step) per model.
-
-    The models take turns step by step, so a change of machine load (the benchmark machine is
-    shared) affects all of them alike; copies are timed, the models themselves are untouched.
-    """
-    import statistics
-
-    import torch.nn.functional as F
-
-    work = {k: copy.deepcopy(m).train() for k, m in models.items()}
-    opts = {k: torch.optim.Adam(m.parameters(), lr=1e-9) for k, m in work.items()}
-    times: dict[str, list[float]] = {k: [] for k in work}
-    for _ in range(rounds + warmup):
-        for k, m in work.items():
-            t0 = time.perf_counter()
-            loss = F.cross_entropy(m(x), y)
-            opts[k].zero_grad(set_to_none=True)
-            loss.backward()
-            opts[k].step()
-            times[k].append(time.perf_counter() - t0)
-    return {k: 1000.0 * statistics.median(v[warmup:]) for k, v in times.items()}
-
-
-def _brevitas_lenet(fp32: nn.Module, bits: int) -> nn.Module | None:
-    """LeNet-5 with Brevitas W{bits}A{bits} layers (per-channel weights), fp32 weights copied in."""
+def brevitas_lenet(fp32: nn.Module, bits: int) -> nn.Module | None:
+    """LeNet-5 with Brevitas W{bits}A{bits} layers (per-channel weights), fp32 weights copied in;
+    None when Brevitas is not importable."""
     try:
         import brevitas.nn as qnn
     except ImportError:
@@ -115,158 +86,112 @@ def _brevitas_lenet(fp32: nn.Module, bits: int) -> nn.Module | None:
     return model
 
 
-def run(
-    dataset: str = "mnist",
-    *,
-    quick: bool = False,
-    threads: int = 1,
-    data_dir: str | None = None,
-    epochs: int | None = None,
-    qat_epochs: int | None = None,
-    seed: int = 0,
-) -> dict[str, Any]:
-    """Run the benchmark and return the JSON-able result (see module docstring)."""
+def train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> Callable[[], None]:
+    """One training step (forward, cross-entropy, backward, Adam) of a copy of ``model``."""
+    import torch.nn.functional as F
+
+    m = copy.deepcopy(model).train()
+    opt = torch.optim.Adam(m.parameters(), lr=1e-9)
+
+    def step() -> None:
+        loss = F.cross_entropy(m(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    return step
+
+
+def run(args: Any) -> _bench.Report:
     from cimkit.data import TensorLoader, load_dataset
-    from cimkit.experiment import load_experiment
-    from cimkit.models import create
-    from cimkit.quant import account, calibrate, convert_, quantize_
-    from cimkit.train import evaluate, fit
-    from cimkit.utils import machine_info
+    from cimkit.experiment import ExperimentConfig, load_experiment
+    from cimkit.quant import account, calibrate, quantize_
+    from cimkit.quant.steps import quantize_fields
+    from cimkit.train import TrainConfig, evaluate, fit
 
-    torch.set_num_threads(threads)
-    recipe = load_experiment(str(RECIPE)).train
-    n_epochs = epochs or (2 if quick else recipe.epochs)
-    q_epochs = qat_epochs or (1 if quick else 3)
-    recipe = recipe.replace(epochs=n_epochs, seed=seed)
-    ds = load_dataset(dataset, data_dir=_data_dir(data_dir))
-    x_train, y_train = ds.x_train, ds.y_train
-    if quick:
-        x_train, y_train = x_train[:12000], y_train[:12000]
-    test = TensorLoader(ds.x_test, ds.y_test, 1000)
-    loader = TensorLoader(x_train, y_train, recipe.batch_size, shuffle=True, seed=seed)
+    name = f"quant_{args.dataset.replace('-', '_')}"
+    ddir = _bench.data_dir(args.data_dir)
+    recipe = load_experiment(str(_bench.EXAMPLES / "mnist_lenet5.toml")).train
+    epochs = args.epochs or (1 if args.quick else recipe.epochs)
+    q_epochs = args.qat_epochs or (1 if args.quick else 3)
+    cfg = _bench.recipe(name=name, dataset=args.dataset, seed=args.seed, threads=args.threads,
+                        train={"epochs": epochs, "seed": args.seed}, variants=experiment_variants(q_epochs))  # fmt: skip
+    res = _bench.run_experiment(name, cfg, data_dir=ddir, quick=args.quick, reuse=args.reuse)
+    by = _bench.variants(res)
+    specs = {s.name: s for s in ExperimentConfig.from_dict(res["experiment"]).variant_specs()}
+    fp32 = _bench.trained_baseline(res, name, args.quick, ddir)
+    ds = load_dataset(args.dataset, data_dir=ddir, progress=False)
+    base_cost = account(fp32, ds.x_test[:1]).total
+    fp32_acc = float(by["fp32"]["metrics"]["accuracy"])
 
-    torch.manual_seed(seed)
-    fp32 = create("lenet5", in_channels=ds.in_channels, num_classes=ds.num_classes, input_size=tuple(ds.input_size))
-    t0 = time.perf_counter()
-    fit(fp32, loader, recipe, progress=False)
-    fp32_acc = evaluate(fp32, test)["accuracy"]
-    x1 = ds.x_test[:1]
-    base_cost = account(fp32, x1).total
-    rows: list[dict[str, Any]] = [{
-        "variant": "fp32", "w_bits": 32, "a_bits": 32, "accuracy": fp32_acc, "drop_pts": 0.0,
-        "size_bytes": base_cost["size_bytes"], "compression": 1.0, "bops": base_cost["bops"],
-        "epochs": n_epochs, "seconds": time.perf_counter() - t0,
-    }]  # fmt: skip
-    calib = [x_train[i : i + 128] for i in range(0, 8 * 128, 128)]
-    timed: dict[str, nn.Module] = {"fp32": fp32}
-    for v in _variants(q_epochs):
-        t0 = time.perf_counter()
-        model = quantize_(copy.deepcopy(fp32), v["cfg"])
-        calibrate(model, calib, seed=seed)
-        epochs_v = 0
-        if v["qat"] is not None:
-            epochs_v, lr = v["qat"]
-            tcfg = recipe.replace(epochs=epochs_v, lr=lr, seed=seed + 1)
-            qloader = TensorLoader(x_train, y_train, tcfg.batch_size, shuffle=True, seed=seed + 1)
-            fit(model, qloader, tcfg, progress=False)
-            timed[v["name"]] = copy.deepcopy(model)
-            convert_(model)
-        acc = evaluate(model, test)["accuracy"]
-        cost = account(model, x1).total
-        rows.append({
-            "variant": v["name"], "w_bits": v["cfg"].w_bits, "a_bits": v["cfg"].a_bits, "accuracy": acc,
-            "drop_pts": 100 * (fp32_acc - acc), "size_bytes": cost["size_bytes"],
-            "compression": cost["compression"], "bops": cost["bops"], "epochs": epochs_v,
-            "seconds": time.perf_counter() - t0,
-        })  # fmt: skip
-    goals = []
-    by = {r["variant"]: r for r in rows}
-    for name, limit in GOALS.items():
-        d = by[name]["drop_pts"]
-        goals.append({"what": f"{name} accuracy drop vs fp32 (points)", "measured": round(d, 3),
-                      "goal": f"<= {limit}", "met": bool(d <= limit)})  # fmt: skip
-    brev = _brevitas_lenet(fp32, 4)
-    if brev is not None:
-        t0 = time.perf_counter()
-        tcfg = recipe.replace(epochs=q_epochs, lr=2e-4, seed=seed + 1)
-        qloader = TensorLoader(x_train, y_train, tcfg.batch_size, shuffle=True, seed=seed + 1)
-        fit(brev, qloader, tcfg, progress=False)
-        acc = evaluate(brev, test)["accuracy"]
-        rows.append({
-            "variant": BREVITAS, "w_bits": 4, "a_bits": 4, "accuracy": acc,
-            "drop_pts": 100 * (fp32_acc - acc), "size_bytes": None, "compression": None, "bops": None,
-            "epochs": q_epochs, "seconds": time.perf_counter() - t0,
-        })  # fmt: skip
-        timed[BREVITAS] = brev
+    rep = _bench.Report(name, args.quick)
+    rep.config = {"dataset": args.dataset, "model": "lenet5", "quick": args.quick, "train": res["experiment"]["train"],
+                  "qat_epochs": q_epochs, "n_train": res["dataset"]["n_train"], "seed": args.seed,
+                  "experiment": res["experiment"]}  # fmt: skip
+    rows: dict[str, dict[str, Any]] = {}
+    rows["fp32"] = {"variant": "fp32", "w_bits": 32, "a_bits": 32, "accuracy": fp32_acc, "drop_pts": 0.0,
+                    "size_bytes": base_cost["size_bytes"], "compression": 1.0, "bops": base_cost["bops"],
+                    "epochs": epochs, "seconds": res["baseline"]["train_seconds"]}  # fmt: skip
+    for v in res["variants"]:
+        if v["kind"] == "fp32":
+            continue
+        m, c = v["metrics"], v["config"]
+        rows[v["name"]] = {"variant": v["name"], "w_bits": c["w_bits"], "a_bits": c["a_bits"],
+                           "accuracy": m["accuracy"], "drop_pts": m["accuracy_drop"], "size_bytes": m["size_bytes"],
+                           "compression": m["compression"], "bops": m["bops"],
+                           "epochs": c["epochs"] if v["kind"] == "qat" else 0, "seconds": v["seconds"]}  # fmt: skip
+    for vname, limit in GOALS.items():
+        rep.at_most(f"{vname} accuracy drop vs fp32 (points)", round(rows[vname]["drop_pts"], 3), limit,
+                    f"<= {limit}")  # fmt: skip
+
+    # timing: one training step of each QAT model, quantized and calibrated as the variant starts
+    calib = [ds.x_train[i : i + 128] for i in range(0, 8 * 128, 128)]
+    loader = TensorLoader(ds.x_train, ds.y_train, recipe.batch_size, shuffle=True, seed=args.seed)
     xb, yb = next(iter(loader))
-    steps = interleaved_step_ms(timed, xb, yb, rounds=10 if quick else 40)
-    for r in rows:
-        r["step_ms"] = steps.get(r["variant"], float("nan"))
-        r["step_ratio_vs_fp32"] = r["step_ms"] / steps["fp32"]
+    timed: dict[str, nn.Module] = {"fp32": fp32}
+    for vname, spec in specs.items():
+        if spec.kind == "qat":
+            q = quantize_(copy.deepcopy(fp32), quantize_fields(spec.cfg))
+            timed[vname] = calibrate(q, calib, seed=args.seed)
+    brev = brevitas_lenet(fp32, 4)
+    if brev is None:
+        rep.skip("Brevitas is not importable: its W4A4 QAT row and the step-time comparison are left out")
+    else:
+        w4 = specs["W4A4 QAT"].cfg
+        tcfg = TrainConfig.from_dict({**res["experiment"]["train"], "epochs": w4.epochs, "lr": w4.lr})  # type: ignore[attr-defined]
+        fit(brev, TensorLoader(ds.x_train, ds.y_train, tcfg.batch_size, shuffle=True, seed=tcfg.seed), tcfg,
+            progress=False)  # fmt: skip
+        acc = float(evaluate(brev, TensorLoader(ds.x_test, ds.y_test, 1000))["accuracy"])
+        rows[BREVITAS] = {"variant": BREVITAS, "w_bits": 4, "a_bits": 4, "accuracy": acc,
+                          "drop_pts": 100 * (fp32_acc - acc), "size_bytes": None, "compression": None, "bops": None,
+                          "epochs": tcfg.epochs, "seconds": None}  # fmt: skip
+        timed[BREVITAS] = brev
+    steps = _bench.time_interleaved({k: train_step(m, xb, yb) for k, m in timed.items()},
+                                    rounds=10 if args.quick else 40, warmup=5)  # fmt: skip
+    for r in rows.values():
+        t = steps.get(r["variant"])
+        r["step_ms"] = None if t is None else 1e3 * t.cpu
+        r["step_wall_ms"] = None if t is None else 1e3 * t.wall
+        r["step_ratio_vs_fp32"] = None if t is None else t.cpu / steps["fp32"].cpu
+        rep.row(**r)
     if BREVITAS in steps:
-        ratio = steps["W4A4 QAT"] / steps[BREVITAS]
-        goals.append({"what": "W4A4 QAT training step time, cimkit / Brevitas (interleaved median)",
-                      "measured": round(ratio, 3), "goal": "<= 1.0", "met": bool(ratio <= 1.0)})  # fmt: skip
-    return {
-        "benchmark": f"quant_{dataset.replace('-', '_')}",
-        "machine": machine_info(),
-        "config": {
-            "dataset": dataset,
-            "model": "lenet5",
-            "quick": quick,
-            "train": recipe.to_dict(),
-            "qat_epochs": q_epochs,
-            "n_train": int(x_train.shape[0]),
-            "seed": seed,
-        },
-        "rows": rows,
-        "goals": goals,
-    }
-
-
-def print_table(result: dict[str, Any]) -> None:
-    rows = result["rows"]
-    fp32 = rows[0]
-    print(f"\n{result['benchmark']}: LeNet-5, fp32 accuracy {100 * fp32['accuracy']:.2f}%, "
-          f"fp32 training step {fp32['step_ms']:.1f} ms (batch {result['config']['train']['batch_size']})")  # fmt: skip
-    head = f"{'variant':<22}{'acc %':>8}{'drop pts':>10}{'size KiB':>10}{'x smaller':>10}{'GBOPs':>9}" \
-           f"{'QAT ep':>8}{'step ms':>9}{'vs fp32':>9}"  # fmt: skip
-    print(head)
-    print("-" * len(head))
-    for r in rows:
-        size = "-" if r["size_bytes"] is None else f"{r['size_bytes'] / 1024:.1f}"
-        comp = "-" if r["compression"] is None else f"{r['compression']:.1f}"
-        bops = "-" if r["bops"] is None else f"{r['bops'] / 1e9:.4f}"
-        step = "-" if r["step_ms"] != r["step_ms"] else f"{r['step_ms']:.1f}"
-        ratio = "-" if r["step_ratio_vs_fp32"] != r["step_ratio_vs_fp32"] else f"{r['step_ratio_vs_fp32']:.2f}x"
-        print(f"{r['variant']:<22}{100 * r['accuracy']:>8.2f}{r['drop_pts']:>10.2f}{size:>10}{comp:>10}{bops:>9}"
-              f"{r['epochs']:>8}{step:>9}{ratio:>9}")  # fmt: skip
-    print("\ngoals:")
-    for g in result["goals"]:
-        print(f"  [{'met' if g['met'] else 'MISSED'}] {g['what']}: {g['measured']} (goal {g['goal']})")
+        ratio = steps["W4A4 QAT"].cpu / steps[BREVITAS].cpu
+        rep.at_most("W4A4 QAT training step time, cimkit / Brevitas (interleaved median)", round(ratio, 3), 1.0,
+                    "<= 1.0")  # fmt: skip
+    return rep
 
 
 def main(argv: list[str] | None = None, default_dataset: str = "mnist") -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = _bench.parser("quant_mnist", __doc__)
     p.add_argument("--dataset", default=default_dataset, choices=["mnist", "fashion-mnist"])
-    p.add_argument("--quick", action="store_true", help="12k training images, 2 epochs, 1 QAT epoch (smoke test)")
-    p.add_argument("--out", default=None, help="JSON output (default benchmarks/results/quant_<dataset>.json)")
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--data-dir", default=None)
-    p.add_argument("--epochs", type=int, default=None, help="fp32 epochs (default: the recipe's)")
-    p.add_argument("--qat-epochs", type=int, default=None, help="QAT epochs per variant (default 3)")
+    p.add_argument("--epochs", type=int, default=0, help="fp32 epochs (default: the recipe's; --quick 1)")
+    p.add_argument("--qat-epochs", type=int, default=0, help="QAT epochs per variant (default 3; --quick 1)")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    from cimkit.io import atomic_write_json
-
-    result = run(args.dataset, quick=args.quick, threads=args.threads, data_dir=args.data_dir, epochs=args.epochs,
-                 qat_epochs=args.qat_epochs, seed=args.seed)  # fmt: skip
-    print_table(result)
-    suffix = ".quick.json" if args.quick else ".json"
-    out = Path(args.out) if args.out else ROOT / "benchmarks" / "results" / f"{result['benchmark']}{suffix}"
-    atomic_write_json(out, result)
-    print(f"\nwrote {out}")
+    _bench.setup_threads(args.threads)
+    rep = run(args)
+    rep.print()
+    rep.write(args.out)
     return 0
 
 

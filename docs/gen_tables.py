@@ -79,13 +79,14 @@ def t_quant() -> str:
     frows = {x["variant"]: x for x in f["rows"]}
     rows = []
     for x in m["rows"]:
-        y = frows[x["variant"]]
+        y = frows.get(x["variant"])  # a peer's row (Brevitas) is absent where the peer was not importable
         size = "" if x["size_bytes"] is None else f"{x['size_bytes'] / 1024:.1f} KiB"
         if x["compression"] and x["compression"] != 1.0:
             size += f" ({x['compression']:.1f}×)"
         bops = "" if x["bops"] is None else f"{x['bops'] / 1e6:.1f} M"
+        fashion = ["", ""] if y is None else [pct(y["accuracy"]), "–" if y["variant"] == "fp32" else num(y["drop_pts"])]
         rows.append([x["variant"], pct(x["accuracy"]), "–" if x["variant"] == "fp32" else num(x["drop_pts"]),
-                     pct(y["accuracy"]), "–" if y["variant"] == "fp32" else num(y["drop_pts"]), size, bops])  # fmt: skip
+                     *fashion, size, bops])  # fmt: skip
     body = table(["variant", "MNIST acc.", "drop (pts)", "Fashion acc.", "drop (pts)", "size", "BOPs/sample"], rows)
     return body + "\n\n" + source("quant_mnist", "quant_fashion_mnist")
 
@@ -229,7 +230,11 @@ def t_headline() -> str:
         return f"{pct(m['accuracy'])} / {pct(f['accuracy'])}, {m['compression']:.1f}× smaller weights"
 
     fp = f"(fp32 {pct(qrow['m']['fp32']['accuracy'])} / {pct(qrow['f']['fp32']['accuracy'])})"
-    step = f"{_goal(qm, 'W4A4 QAT training step'):.2f}× / {_goal(qf, 'W4A4 QAT training step'):.2f}×"
+    # the peers' figures (Brevitas, aihwkit) are left out where a results file has none (peer not importable)
+    step = ""
+    if all(any(g["what"].startswith("W4A4 QAT training step") for g in r["goals"]) for r in (qm, qf)):
+        step = (f"; training steps take {_goal(qm, 'W4A4 QAT training step'):.2f}× / "
+                f"{_goal(qf, 'W4A4 QAT training step'):.2f}× the time of Brevitas's")  # fmt: skip
     mp = load("mixed_precision")
     d = {(x["dataset"], x["method"]): x for x in mp["rows"] if x["part"] == "goal-detail"}
     w3 = " / ".join(num(d[(ds, "W3")]["hessian_minus_uniform"], sign=True) for ds in ("mnist", "fashion-mnist"))
@@ -238,26 +243,30 @@ def t_headline() -> str:
 
     def at_1d(r: dict[str, Any], tool: str) -> str:
         x = next(x for x in r["rows"] if x["config"] == "PCM + HWA + comp" and x["time"] == "1d")
-        return f"{100 * x[tool + '_mean']:.2f}%"
+        return f"{100 * x[tool + '_mean']:.2f}%" if tool + "_mean" in x else ""
+
+    peer_1d = ""
+    if at_1d(am, "aihwkit") and at_1d(af, "aihwkit"):
+        peer_1d = f" (aihwkit 1.1.0 at matched settings: {at_1d(am, 'aihwkit')} / {at_1d(af, 'aihwkit')})"
 
     sp = {(x["model"], x["config"]): x for x in load("analog_speed")["rows"]}
     ratios = [x["aihwkit / cimkit"] for x in sp.values() if "aihwkit / cimkit" in x]
+    peer_speed = f"; aihwkit's torch tile {min(ratios):.1f}–{max(ratios):.1f}× slower" if ratios else ""
     rows = [
         ["W8A8 post-training quantization, LeNet-5", f"{quant('W8A8 PTQ')} {fp}",
          "[quantization](docs/quantization.md)"],
-        ["W4A4 quantization-aware training (LSQ)", f"{quant('W4A4 QAT')}; training steps take {step} "
-         "the time of Brevitas's", "[benchmarks](docs/benchmarks.md#quantization)"],
+        ["W4A4 quantization-aware training (LSQ)", f"{quant('W4A4 QAT')}{step}",
+         "[benchmarks](docs/benchmarks.md#quantization)"],
         ["ternary weights, 8-bit activations (QAT)", quant("ternary-W A8 QAT"),
          "[benchmarks](docs/benchmarks.md#quantization)"],
         ["Hessian mixed precision vs uniform bits, same QAT (`vgg_small`)",
          f"{w3} points at the size of 3-bit weights; {w4} at the size of 4-bit weights",
          "[mixed precision](docs/benchmarks.md#mixed-precision)"],
         ["PCM crossbars + HWA training + drift compensation, 1 day after programming",
-         f"{at_1d(am, 'cimkit')} / {at_1d(af, 'cimkit')} (aihwkit 1.1.0 at matched settings: "
-         f"{at_1d(am, 'aihwkit')} / {at_1d(af, 'aihwkit')})", "[analog CIM](docs/benchmarks.md#analog-cim)"],
+         f"{at_1d(am, 'cimkit')} / {at_1d(af, 'cimkit')}{peer_1d}", "[analog CIM](docs/benchmarks.md#analog-cim)"],
         ["analog simulation cost (standard PCM model, inference)",
          f"{sp[('lenet5', 'standard')]['x fp32 (cpu)']:.2f}× / {sp[('vgg_small', 'standard')]['x fp32 (cpu)']:.2f}× "
-         f"the fp32 time (LeNet-5 / `vgg_small`); aihwkit's torch tile {min(ratios):.1f}–{max(ratios):.1f}× slower",
+         f"the fp32 time (LeNet-5 / `vgg_small`){peer_speed}",
          "[speed](docs/benchmarks.md#analog-simulation-speed)"],
     ]  # fmt: skip
     m = qm["machine"]

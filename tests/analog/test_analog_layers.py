@@ -171,6 +171,25 @@ def test_standard_inference_and_training_paths_agree_without_noise() -> None:
         assert float((y0 - y1.detach()).abs().mean()) < 1e-3 * float(y0.abs().mean())
 
 
+@pytest.mark.parametrize("pair", ["differential", "offset"])
+@pytest.mark.parametrize("dac", ["dynamic", "fixed"])
+def test_inference_route_scales_outputs_like_the_training_route(pair: str, dac: str) -> None:
+    # the inference route applies the per-column digital coefficients and the per-sample DAC full
+    # scale in place on the partial sums; in float64 (no converter rounding ties) it must give the
+    # training route's outputs: one tile and three tiles, convolutions and linear layers, with biases
+    torch.manual_seed(11)
+    net = Net().eval().double()
+    x = torch.randn(4, 5, 8, 8).double()
+    for tile_rows in (256, 20):
+        cfg = mapping_preset("standard", out_noise=0.0, tile_rows=tile_rows, pair=pair, dac_range_mode=dac,
+                             dac_range=3.0)  # fmt: skip
+        m = analog.convert(net, cfg, "ideal").eval()
+        with torch.no_grad():
+            y0 = m(x)
+        y1 = m(x).detach()  # the autograd route (straight-through converters)
+        assert torch.allclose(y0, y1, rtol=1e-9, atol=1e-9 * float(y1.abs().max()))
+
+
 def test_conversion_round_trip_and_selection() -> None:
     torch.manual_seed(6)
     net = Net()

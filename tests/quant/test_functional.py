@@ -71,6 +71,27 @@ def test_fake_quantize_is_idempotent(grid) -> None:
 
 
 @SETTINGS
+@given(grids, st.booleans())
+def test_inference_fake_quantize_equals_the_autograd_forward(grid, per_channel: bool) -> None:
+    # without autograd, fake_quantize skips the straight-through mask: the values must be bitwise
+    # those of the differentiable forward, in a new tensor (the input untouched)
+    bits, kind, scale, seed = grid
+    s, z, qmin, qmax = _grid(bits, kind, scale)
+    x = _tensor(seed, (6, 5, 7), scale=scale * 2**bits)
+    axis = None
+    if per_channel:
+        axis = 0
+        s = s * torch.linspace(0.5, 1.5, 6)
+        z = z.expand(6).clone()
+    x0 = x.clone()
+    with torch.no_grad():
+        fast = QF.fake_quantize(x, s, z, qmin, qmax, axis)
+    ref = QF.fake_quantize(x.clone().requires_grad_(), s, z, qmin, qmax, axis).detach()
+    assert torch.equal(fast, ref)
+    assert torch.equal(x, x0) and fast.data_ptr() != x.data_ptr()
+
+
+@SETTINGS
 @given(st.integers(1, 12), st.integers(1, 6), st.integers(2, 8), st.booleans(), st.integers(0, 10**6))
 def test_per_channel_scales_shape_and_channel_extremes(c: int, k: int, bits: int, symmetric: bool, seed: int) -> None:
     w = _tensor(seed, (c, 3, k), scale=0.1)

@@ -232,19 +232,36 @@ def _nograd_route(layer: AnalogLayer, chain: Chain, x: Tensor, a: Tensor, w_scal
     # digital: shift-and-add (planes, slices), tiles, w_scale, compensation, full scale, bias
     coef = digital_coef(layer, w_scale, alpha, plane_coef) * (1.0 / adc_mult)  # (P, T, S, N)
     n_sp = z5.dim() - 5
-    if _per_sample(x_full):
-        fac = coef.unsqueeze(1) * x_full.view(1, -1, 1, 1, 1)  # (P, B, T, S, N)
+    single = n_planes * g.n_tiles * layer.n_slices == 1
+    bias = layer.bias
+    if n_sp == 0 and _per_sample(x_full):
+        # linear layers: a (P, B, T, S, N) factor would be as large as the partial sums, so scale in
+        # place: the per-column coefficients, then the per-sample DAC full scale (common to them all)
+        if single:
+            y = z5.reshape(bsz, g.n_out).mul_(coef.view(1, g.n_out))  # (B, N)
+        else:
+            y = z5.mul_(coef.unsqueeze(1)).sum(dim=(0, 2, 3))  # (B, N)
+        xs = x_full.view(-1, 1)  # (B, 1)
+        if bias is not None and not chain.offset:
+            y = torch.addcmul(bias.view(1, -1), y, xs, out=y)  # bias + y * full scale, one pass
+            bias = None
+        else:
+            y.mul_(xs)
     else:
-        fac = (coef * x_full).unsqueeze(1)  # (P, 1, T, S, N)
-    fac = fac.view(*fac.shape, *([1] * n_sp))
-    if n_planes * g.n_tiles * layer.n_slices == 1:
-        y = z5.reshape(bsz, g.n_out, *z5.shape[5:]).mul_(fac.reshape(fac.shape[1], g.n_out, *fac.shape[5:]))
-    else:
-        y = z5.mul_(fac).sum(dim=(0, 2, 3))  # (B, N, *sp)
+        # convolutions (the factor has no spatial dims) or a fixed DAC range (no batch dim): small factor
+        if _per_sample(x_full):
+            fac = coef.unsqueeze(1) * x_full.view(1, -1, 1, 1, 1)  # (P, B, T, S, N)
+        else:
+            fac = (coef * x_full).unsqueeze(1)  # (P, 1, T, S, N)
+        fac = fac.view(*fac.shape, *([1] * n_sp))
+        if single:
+            y = z5.reshape(bsz, g.n_out, *z5.shape[5:]).mul_(fac.reshape(fac.shape[1], g.n_out, *fac.shape[5:]))
+        else:
+            y = z5.mul_(fac).sum(dim=(0, 2, 3))  # (B, N, *sp)
     if chain.offset:
         y.add_(offset_term(layer, x_dig, u_dig * x_full, w_scale, alpha))
-    if layer.bias is not None:
-        y.add_(layer.bias.view(1, -1, *([1] * n_sp)))
+    if bias is not None:
+        y.add_(bias.view(1, -1, *([1] * n_sp)))
     return y
 
 
