@@ -27,9 +27,10 @@ log = logging.getLogger(__name__)
 ENTRY_POINT_GROUP = "cimkit.plugins"
 
 # ``cimkit list TOPIC [PATTERN]``: topic -> describe(pattern) -> [(name, description)]
-TOPICS: Registry[Callable[[str], list[tuple[str, str]]]] = Registry("list topic")
+TOPICS: Registry[Callable[[str], list[tuple[str, str]]]] = Registry("list topic", loader=lambda: load_plugins())
 
 _loaded: set[str] = set()
+_loading = False
 
 
 def builtin_plugin_modules() -> list[str]:
@@ -58,7 +59,19 @@ def _entry_point_modules() -> list[str]:
 
 
 def load_plugins() -> bool:
-    """Import every plugin module not imported yet; True if any was new."""
+    """Import every plugin module not imported yet; True if any was new. A call made while plugins
+    are being imported (a plugin reading a registry) returns at once."""
+    global _loading
+    if _loading:
+        return False
+    _loading = True
+    try:
+        return _load_all()
+    finally:
+        _loading = False
+
+
+def _load_all() -> bool:
     new = False
     for name in [*builtin_plugin_modules(), *_entry_point_modules()]:
         if name in _loaded:

@@ -29,9 +29,15 @@ class Entry(Generic[T]):
 class Registry(Generic[T]):
     """Name -> object mapping with descriptions, wildcard listing and did-you-mean lookups."""
 
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: str, loader: Callable[[], object] | None = None) -> None:
         self.kind = kind
         self._entries: dict[str, Entry[T]] = {}
+        self._loader = loader  # run once before the first lookup (e.g. plugin discovery fills it)
+
+    def _load(self) -> None:
+        if self._loader is not None:
+            loader, self._loader = self._loader, None
+            loader()
 
     def register(
         self, name: str, description: str = "", **meta: Any
@@ -59,6 +65,7 @@ class Registry(Generic[T]):
 
     def entry(self, name: str) -> Entry[T]:
         """The full :class:`Entry` for ``name``."""
+        self._load()
         try:
             return self._entries[name]
         except KeyError:
@@ -66,6 +73,7 @@ class Registry(Generic[T]):
 
     def list(self, pattern: str = "*") -> list[str]:
         """Sorted names matching a shell-style wildcard pattern."""
+        self._load()
         return sorted(n for n in self._entries if fnmatch.fnmatchcase(n, pattern))
 
     def describe(self, pattern: str = "*") -> list[tuple[str, str]]:
@@ -73,10 +81,12 @@ class Registry(Generic[T]):
         return [(n, self._entries[n].description) for n in self.list(pattern)]
 
     def __contains__(self, name: object) -> bool:
+        self._load()
         return name in self._entries
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.list())
 
     def __len__(self) -> int:
+        self._load()
         return len(self._entries)

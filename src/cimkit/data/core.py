@@ -25,6 +25,7 @@ from cimkit.config import Config
 from cimkit.data.download import ENV_VAR, RemoteFile, download, read_verified, resolve_data_dir
 from cimkit.data.loader import TensorLoader, subset
 from cimkit.errors import ConfigError, DataError
+from cimkit.plugins import load_plugins
 from cimkit.registry import Registry
 
 log = logging.getLogger("cimkit.data")
@@ -174,7 +175,7 @@ class DatasetSpec:
     citation: str = ""
 
 
-DATASETS: Registry[DatasetSpec] = Registry("dataset")
+DATASETS: Registry[DatasetSpec] = Registry("dataset", loader=load_plugins)
 
 _RAW_CACHE: OrderedDict[tuple[Any, ...], dict[str, Any]] = OrderedDict()
 _RAW_CACHE_SIZE = 4

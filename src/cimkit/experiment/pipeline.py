@@ -32,6 +32,7 @@ from cimkit.config import Config
 from cimkit.errors import ConfigError
 from cimkit.experiment.context import RunContext
 from cimkit.experiment.variant import VARIANTS, Variant, VariantResult
+from cimkit.plugins import load_plugins
 from cimkit.registry import Registry
 from cimkit.train import FinetuneConfig
 
@@ -94,7 +95,7 @@ class Step:
         return model
 
 
-STEPS: Registry[type[Step]] = Registry("pipeline step")
+STEPS: Registry[type[Step]] = Registry("pipeline step", loader=load_plugins)
 
 
 class EvalProtocol:
@@ -116,7 +117,7 @@ class EvalProtocol:
         return []
 
 
-EVALS: Registry[type[EvalProtocol]] = Registry("evaluation protocol")
+EVALS: Registry[type[EvalProtocol]] = Registry("evaluation protocol", loader=load_plugins)
 
 
 @dataclass

@@ -17,6 +17,7 @@ from torch import nn
 
 from cimkit.config import Config
 from cimkit.errors import CimkitError
+from cimkit.plugins import load_plugins
 from cimkit.registry import Registry
 
 if TYPE_CHECKING:
@@ -65,4 +66,4 @@ class Variant:
         return []
 
 
-VARIANTS: Registry[type[Variant]] = Registry("variant kind")
+VARIANTS: Registry[type[Variant]] = Registry("variant kind", loader=load_plugins)

@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 from torch import nn
 
+from cimkit.plugins import load_plugins
 from cimkit.registry import Registry
 
-MODELS: Registry[Callable[..., nn.Module]] = Registry("model")
+MODELS: Registry[Callable[..., nn.Module]] = Registry("model", loader=load_plugins)

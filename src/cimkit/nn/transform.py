@@ -42,7 +42,7 @@ class _Entry:
 
 
 # name -> handler entry; the name is the config's short name ("quantize", "analog", ...)
-TRANSFORMS: Registry[_Entry] = Registry("transform")
+TRANSFORMS: Registry[_Entry] = Registry("transform", loader=load_plugins)
 
 
 def register_transform(config_cls: type, name: str, description: str = "") -> Callable[[Handler], Handler]:

@@ -9,6 +9,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
+from cimkit.plugins import load_plugins
 from cimkit.registry import Registry
 
 
@@ -78,7 +79,7 @@ class Task:
         return f"{type(self).__name__}()"
 
 
-TASKS: Registry[Callable[..., Task]] = Registry("task")
+TASKS: Registry[Callable[..., Task]] = Registry("task", loader=load_plugins)
 
 
 def get_task(task: Task | str | None, **options: Any) -> Task:
