@@ -68,11 +68,27 @@ def test_a_zero_group_has_zero_subgradient() -> None:
         assert torch.isfinite(g).all() and bool((g[2] == 0).all())
 
 
-def test_regularizer_on_a_model_matches_finite_differences() -> None:
-    model, x = build("vgg_small")
-    model = model.double()
-    reg = Regularizer(model, RegularizerConfig(kind="group_hs", patterns=["filter", "channel"]), x.double())
-    conv = model.features[4]
+class _SmallCNN(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.c1 = nn.Conv2d(1, 4, 3, padding=1)
+        self.bn = nn.BatchNorm2d(4)
+        self.c2 = nn.Conv2d(4, 6, 3, padding=1)
+        self.fc = nn.Linear(6 * 4 * 4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.relu(self.c2(torch.relu(self.bn(self.c1(x)))))  # (B, 6, 4, 4)
+        return self.fc(h.flatten(1))
+
+
+@pytest.mark.parametrize("kind", ["group_lasso", "group_hs"])
+def test_regularizer_on_a_model_matches_finite_differences(kind: str) -> None:
+    torch.manual_seed(0)
+    model = _SmallCNN().double().eval()
+    x = torch.randn(2, 1, 4, 4, dtype=torch.float64)
+    reg = Regularizer(model, RegularizerConfig(kind=kind, patterns=["filter", "channel"]), x)
+    assert len(reg.structures) == 4  # c1's and c2's units, each as filter rows and as consumer columns
+    conv = model.c2
     w0 = conv.weight.detach().clone()
     del conv.weight  # a plain tensor attribute from now on, so the regularizer is a function of it
 

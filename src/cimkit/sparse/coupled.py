@@ -49,9 +49,11 @@ def _member_rows(mod: nn.Module, m: Member, units: Sequence[Any]) -> Tensor:
     return torch.stack([nn.functional.pad(r, (0, width - r.numel())) for r in rows])  # zero padding
 
 
-def unit_matrix(model: nn.Module, dim: Dimension, roles: Sequence[str] = ("out", "in", "norm")) -> Tensor:
-    """The units of ``dim`` as rows ``(units, S)``: their weights in the member tensors of ``roles``."""
-    mods = dict(model.named_modules())
+def unit_matrix(model: nn.Module, dim: Dimension, roles: Sequence[str] = ("out", "in", "norm"),
+                mods: dict[str, nn.Module] | None = None) -> Tensor:  # fmt: skip
+    """The units of ``dim`` as rows ``(units, S)``: their weights in the member tensors of ``roles``
+    (``mods``: ``dict(model.named_modules())`` when the caller has it)."""
+    mods = mods if mods is not None else dict(model.named_modules())
     members = [m for m in dim.members() if m.role in roles and m.param in _SCORED_PARAMS]
     if not members:
         raise ConfigError(f"dimension {dim.name}: no {'/'.join(roles)} weights to score")
@@ -66,11 +68,12 @@ def branch_vector(model: nn.Module, branch: Branch) -> Tensor:
     return torch.cat([mods[n].weight.reshape(-1) for n in branch.layers + branch.norms])
 
 
-def mask_units(model: nn.Module, dim: Dimension, pruned: Sequence[int]) -> None:
+def mask_units(model: nn.Module, dim: Dimension, pruned: Sequence[int],
+               mods: dict[str, nn.Module] | None = None) -> None:  # fmt: skip
     """Mask the units ``pruned`` (indices into ``dim.units``) in every member tensor."""
     if not len(pruned):
         return
-    mods = dict(model.named_modules())
+    mods = mods if mods is not None else dict(model.named_modules())
     by_member: dict[Member, list[Tensor]] = {}
     for i in pruned:
         for m, p in dim.units[i].positions.items():
@@ -112,9 +115,10 @@ def coupled_dims(graph: DepGraph, pattern: Pattern, selected: set[str]) -> list[
     return [d for d in graph.prunable(kind) if all(p in selected for p in d.producers)]
 
 
-def _scores(model: nn.Module, dim: Dimension, pattern: Pattern, cfg: SparsityConfig) -> Tensor:
+def _scores(model: nn.Module, dim: Dimension, pattern: Pattern, cfg: SparsityConfig,
+            mods: dict[str, nn.Module]) -> Tensor:  # fmt: skip
     roles = ("in",) if pattern == Pattern.CHANNEL else ("out", "in", "norm")
-    rows = unit_matrix(model, dim, roles).detach()
+    rows = unit_matrix(model, dim, roles, mods).detach()
     if cfg.criterion.value == "l1":
         return rows.abs().sum(1)
     return rows.pow(2).sum(1).sqrt()
@@ -145,17 +149,18 @@ def prune_coupled(model: nn.Module, cfg: SparsityConfig, refs: list[LayerRef], *
                           f"{'head' if cfg.pattern == Pattern.HEAD else 'channel'} group among the selected layers "
                           f"(pinned: {[d.name for d in g.dims if d.pinned][:4]})")  # fmt: skip
     rules = cfg.rules()
+    mods = dict(model.named_modules())
     pooled: list[tuple[Dimension, Tensor]] = []
     for d in dims:
         fields = rules.fields_for(by_name[d.producers[0]])
         sparsity = float(fields.get("sparsity", cfg.sparsity))
-        s = _scores(model, d, cfg.pattern, cfg)
+        s = _scores(model, d, cfg.pattern, cfg, mods)
         if cfg.scope == Scope.GLOBAL and "sparsity" not in fields:
             pooled.append((d, s))
             continue
         keep = keep_lowest_pruned(s, sparsity, cfg.keep_min)
-        mask_units(model, d, torch.nonzero(~keep).flatten().tolist())
+        mask_units(model, d, torch.nonzero(~keep).flatten().tolist(), mods)
     if pooled:
         for (d, _), keep in zip(pooled, keep_global([s for _, s in pooled], cfg.sparsity, cfg.keep_min)):
-            mask_units(model, d, torch.nonzero(~keep).flatten().tolist())
+            mask_units(model, d, torch.nonzero(~keep).flatten().tolist(), mods)
     return g

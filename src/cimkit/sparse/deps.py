@@ -36,7 +36,7 @@ from __future__ import annotations
 import operator
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -79,8 +79,7 @@ _NO_TENSOR_RESULT = {"size", "dim", "__get__", "numel", "is_floating_point", "__
                      "__bool__", "item", "tolist", "__format__", "__repr__", "__iter__"}  # fmt: skip
 
 
-@dataclass(frozen=True)
-class Member:
+class Member(NamedTuple):
     """One tensor a unit occupies: ``module.param`` along ``dim``; role ``out`` (a producer's
     filters), ``in`` (a consumer's input columns) or ``norm`` (a BatchNorm's channels)."""
 
@@ -192,9 +191,10 @@ class _Atoms:
     def union_pairs(self, a: Tensor, b: Tensor) -> None:
         both = (a >= 0) & (b >= 0) & (a != b)
         if bool(both.any()):
-            pairs = torch.unique(torch.stack((a[both], b[both]), 1), dim=0)
-            for x, y in pairs.tolist():
-                self.union(x, y)
+            n = len(self.parent)
+            codes = torch.unique(a[both] * n + b[both])  # one code per distinct (a, b) pair
+            for c in codes.tolist():
+                self.union(c // n, c % n)
 
     def pin_all(self, atoms: Tensor, reason: str) -> None:
         for a in torch.unique(atoms[atoms >= 0]).tolist():
@@ -586,39 +586,49 @@ def _build(model: nn.Module, rec: _Recorder) -> DepGraph:
         for _h, atoms in enumerate(per_head):
             if atoms.numel():
                 uf.head.setdefault(uf.find(int(atoms[0])), (owner, n_head))
-    units: dict[int, dict[Member, list[int]]] = {}
+    units: dict[int, dict[Member, Tensor]] = {}
     order: dict[int, tuple[int, int]] = {}  # root -> (producer index, first channel) for sorting
     producers_of: dict[int, list[str]] = {}
+
+    def by_root(atoms: Tensor) -> list[tuple[int, Tensor]]:
+        """``(root, positions)`` for every root among ``atoms`` (one sort for all of them)."""
+        roots = uf.roots(atoms)
+        keep = torch.nonzero(roots >= 0).flatten()
+        if keep.numel() == 0:
+            return []
+        r = roots[keep]
+        idx = torch.argsort(r, stable=True)
+        uniq, counts = torch.unique_consecutive(r[idx], return_counts=True)
+        return list(zip(uniq.tolist(), torch.split(keep[idx], counts.tolist())))
+
     for pi, (name, per) in enumerate(rec.prod.items()):
         param, d = rec.prod_member[name]
-        roots = uf.roots(per).tolist()
         mod = mods[name]
-        for ch, r in enumerate(roots):
+        bias = param == "weight" and d == 0 and getattr(mod, "bias", None) is not None
+        for r, pos in by_root(per):
             u = units.setdefault(r, {})
-            u.setdefault(Member(name, param, d, "out"), []).append(ch)
-            if param == "weight" and d == 0 and getattr(mod, "bias", None) is not None:
-                u.setdefault(Member(name, "bias", 0, "out"), []).append(ch)
-            order.setdefault(r, (pi, ch))
-            if name not in producers_of.setdefault(r, []):
-                producers_of[r].append(name)
+            u[Member(name, param, d, "out")] = pos
+            if bias:
+                u[Member(name, "bias", 0, "out")] = pos
+            order.setdefault(r, (pi, int(pos[0])))
+            producers_of.setdefault(r, []).append(name)
     for table, role in ((rec.cons, "in"), (rec.norm, "norm")):
         for name, feat in table.items():
-            roots = uf.roots(feat).tolist()
             mod = mods[name]
             params = ["weight"] if role == "in" else [p for p in ("weight", "bias", "running_mean", "running_var")
                                                        if getattr(mod, p, None) is not None]  # fmt: skip
-            for pos, r in enumerate(roots):
-                if r < 0 or r not in units:
+            for r, pos in by_root(feat):
+                if r not in units:
                     continue
                 for p in params:
-                    units[r].setdefault(Member(name, p, 1 if role == "in" else 0, role), []).append(pos)
+                    units[r][Member(name, p, 1 if role == "in" else 0, role)] = pos
     # group the units into dimensions by their producers (and head owner)
     dims: dict[tuple, Dimension] = {}
     for r in sorted(units, key=lambda r: order[r]):
         prods = producers_of[r]
         head = uf.head.get(r)
         key = (tuple(prods), head)
-        u = Unit({m: torch.tensor(sorted(set(p)), dtype=torch.long) for m, p in units[r].items()})
+        u = Unit(units[r])
         if key not in dims:
             cons = sorted({m.module for m in u.positions if m.role == "in"})
             norms = sorted({m.module for m in u.positions if m.role == "norm"})

@@ -55,30 +55,36 @@ class RemovalResult:
                 "heads": dict(self.heads), "removed_units": self.removed}  # fmt: skip
 
 
-def _zero(t: Tensor, dim: int, pos: Tensor) -> bool:
-    return bool((t.detach().index_select(dim, pos.to(t.device)) == 0).all())
+def _zero_positions(t: Tensor, dim: int) -> Tensor:
+    """``(t.shape[dim],)`` bool: which slices of ``t`` along ``dim`` are exactly zero."""
+    return (t.detach() == 0).movedim(dim, 0).reshape(t.shape[dim], -1).all(1).cpu()
 
 
-def dead_units(model: nn.Module, dim: Dimension) -> list[int]:
+def dead_units(model: nn.Module, dim: Dimension, mods: dict[str, nn.Module] | None = None) -> list[int]:
     """Indices of ``dim``'s units whose removal changes no output (see the module docstring)."""
-    mods = dict(model.named_modules())
+    mods = mods if mods is not None else dict(model.named_modules())
+    zero: dict[Member, Tensor] = {}
+
+    def z(m: Member) -> Tensor:
+        if m not in zero:
+            zero[m] = _zero_positions(getattr(mods[m.module], m.param), m.dim)
+        return zero[m]
+
     out = []
     for i, u in enumerate(dim.units):
         cons = [(m, p) for m, p in u.positions.items() if m.role == "in"]
-        unused = all(_zero(getattr(mods[m.module], m.param), m.dim, p) for m, p in cons)
-        if unused:
+        if all(bool(z(m)[p].all()) for m, p in cons):  # not used anywhere
             out.append(i)
             continue
-        zero = True
+        dead = True
         for m, p in u.positions.items():
             mod = mods[m.module]
-            if m.role == "out" or (m.role == "norm" and m.param in ("weight", "bias")):
-                zero = _zero(getattr(mod, m.param), m.dim, p)
-            elif m.role == "norm" and m.param == "running_mean" and getattr(mod, "weight", None) is None:
-                zero = _zero(getattr(mod, m.param), m.dim, p)  # no affine: the shift is -mean / std
-            if not zero:
+            if (m.role == "out" or (m.role == "norm" and m.param in ("weight", "bias"))
+                    or (m.role == "norm" and m.param == "running_mean" and getattr(mod, "weight", None) is None)):
+                dead = bool(z(m)[p].all())  # a BatchNorm without affine shifts by -mean / std
+            if not dead:
                 break
-        if zero:
+        if dead:
             out.append(i)
     return out
 
@@ -123,8 +129,9 @@ def remove_(model: nn.Module, example_input: Any, *, keep_masks: bool = False,
     res = RemovalResult()
     drop: dict[Member, list[Tensor]] = {}  # (module, tensor, dim) -> positions to remove
     heads: dict[str, tuple[str, int]] = {}
+    mods = dict(model.named_modules())
     for d in g.prunable():
-        dead = dead_units(model, d)
+        dead = dead_units(model, d, mods)
         if len(dead) == d.size:
             dead = dead[1:]  # keep one (exactly zero or unused) unit
         res.dims.append((d.name, d.kind, d.size, d.size - len(dead)))
