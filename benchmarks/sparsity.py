@@ -54,7 +54,7 @@ from cimkit.models import create
 from cimkit.quant import account
 from cimkit.sparse import SparsityConfig, analyze, sparsify_
 from cimkit.sparse.budget import sparsity_for_macs
-from cimkit.sparse.removal import remove_
+from cimkit.sparse.removal import remove_, shrink_
 from cimkit.sparse.report import forward_latency_ms
 from cimkit.tasks import get_task
 from cimkit.train import FinetuneConfig, TrainConfig, fit
@@ -198,18 +198,22 @@ def part_torch_pruning(rep: Report, sc: dict, data_dir: Path, work: Path) -> Non
         # removal time: Torch-Pruning's graph + step vs cimkit's prune (masks) + remove, same ratio targets
         ck_cfg = SparsityConfig(pattern="filter", criterion="l1", scope="global")  # global: fine MAC steps
         s_c, _ = sparsity_for_macs(base, ck_cfg, x, target)
-        t_tp, t_ck = [], []
-        for _ in range(3):
+        t_tp, t_ck, t_mask = [], [], []
+        for _ in range(5):
             m = copy.deepcopy(base)
             t0 = time.perf_counter()
             _tp_prune(m, x, ratio)
             t_tp.append(time.perf_counter() - t0)
             m = copy.deepcopy(base)
-            t0 = time.perf_counter()  # one dependency graph, as Torch-Pruning builds one
+            t0 = time.perf_counter()  # straight to the smaller model: one graph, as Torch-Pruning
+            shrink_(m, ck_cfg.replace(sparsity=s_c), x)
+            t_ck.append(time.perf_counter() - t0)
+            m = copy.deepcopy(base)
+            t0 = time.perf_counter()  # the two-stage path: masks (for fine-tuning), then removal
             g = analyze(m, x)
             sparsify_(m, ck_cfg.replace(sparsity=s_c), graph=g)
             remove_(m, x, graph=g)
-            t_ck.append(time.perf_counter() - t0)
+            t_mask.append(time.perf_counter() - t0)
         # cimkit: magnitude (L1), and SSL group Lasso first (half the fine-tuning budget regularized)
         half = max(1, sc["ft_epochs"] // 2)
         arms = {
@@ -231,15 +235,19 @@ def part_torch_pruning(rep: Report, sc: dict, data_dir: Path, work: Path) -> Non
         for name in accs:
             rep.row(part="torch_pruning", model=f"resnet20 (width {sc['res_width']})", dataset="fashion-mnist",
                     seed=seed, arm=name, fp32_acc=fp32, acc=accs[name], macs_ratio=macs[name] / macs0,
-                    removal_s=statistics.median(t_tp if name.startswith("Torch") else t_ck))  # fmt: skip
-        per_seed.append({"accs": accs, "macs": macs, "t_tp": statistics.median(t_tp), "t_ck": statistics.median(t_ck)})
+                    removal_s=statistics.median(t_tp if name.startswith("Torch") else t_ck),
+                    masks_then_removal_s=None if name.startswith("Torch") else statistics.median(t_mask))  # fmt: skip
+        per_seed.append({"accs": accs, "macs": macs, "t_tp": statistics.median(t_tp), "t_ck": statistics.median(t_ck),
+                         "t_mask": statistics.median(t_mask)})  # fmt: skip
     mean = {k: statistics.mean(p["accs"][k] for p in per_seed) for k in per_seed[0]["accs"]}
     best = max(mean["cimkit L1"], mean["cimkit SSL"])
     rep.goal("resnet20/F-MNIST 2x MACs: cimkit best accuracy - Torch-Pruning L1 (points, mean)",
              100 * (best - mean["Torch-Pruning L1"]), ">= 0", best >= mean["Torch-Pruning L1"])  # fmt: skip
     t_ratio = statistics.mean(p["t_ck"] / p["t_tp"] for p in per_seed)
-    rep.goal("resnet20 removal time: cimkit (prune + remove) / Torch-Pruning (graph + step)", t_ratio, "<= 1",
+    t_mask = statistics.mean(p["t_mask"] / p["t_tp"] for p in per_seed)
+    rep.goal("resnet20 removal time: cimkit shrink_ / Torch-Pruning (graph + step), median of 5", t_ratio, "<= 1",
              t_ratio <= 1.0)  # fmt: skip
+    rep.goal("resnet20 removal time: cimkit masks + remove_ / Torch-Pruning (reported)", t_mask, "reported", True)
     dev = max(abs(p["macs"][k] / p["macs"]["Torch-Pruning L1"] - 1) for p in per_seed for k in ("cimkit L1", "cimkit SSL"))
     rep.goal("resnet20: MAC count of cimkit vs Torch-Pruning (max relative difference)", dev, "<= 0.02", dev <= 0.02)
 

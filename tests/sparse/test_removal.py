@@ -156,3 +156,17 @@ def test_removal_refuses_transformed_layers() -> None:
     quantize_(model, "w8a8")
     with pytest.raises(ConfigError, match="before quantizing"):
         remove_(model, x)
+
+
+@pytest.mark.parametrize("name", ["resnet20", "char_gpt", "vgg_small"])
+def test_shrink_equals_sparsify_then_remove(name: str) -> None:
+    from cimkit.sparse.removal import shrink_
+
+    model, x = build(name)
+    cfg = SparsityConfig(pattern="filter", sparsity=0.4, scope="global")
+    a = remove(sparsify_(copy.deepcopy(model), cfg, example_input=x), x)
+    b = copy.deepcopy(model)
+    res = shrink_(b, cfg, x)
+    assert res.removed > 0 and not layer_masks(b)
+    assert a.state_dict().keys() == b.state_dict().keys()
+    assert all(torch.equal(v, b.state_dict()[k]) for k, v in a.state_dict().items())

@@ -30,7 +30,10 @@ from cimkit.sparse.criteria import keep_global, keep_lowest_pruned
 from cimkit.sparse.deps import Branch, DepGraph, Dimension, Member, analyze
 from cimkit.sparse.masks import set_mask
 
-__all__ = ["branch_vector", "coupled_dims", "mask_branch", "mask_units", "prune_coupled", "selectable", "unit_matrix"]
+__all__ = [
+    "branch_vector", "choose_units", "coupled_dims", "mask_branch", "mask_units", "prune_coupled", "selectable",
+    "unit_matrix",
+]  # fmt: skip
 
 _SCORED_PARAMS = ("weight",)  # biases, shifts and running statistics are masked, not scored
 
@@ -57,7 +60,7 @@ def unit_matrix(model: nn.Module, dim: Dimension, roles: Sequence[str] = ("out",
     members = [m for m in dim.members() if m.role in roles and m.param in _SCORED_PARAMS]
     if not members:
         raise ConfigError(f"dimension {dim.name}: no {'/'.join(roles)} weights to score")
-    present = [m for m in members if all(m in u.positions for u in dim.units)]
+    present = [m for m in members if all(m in u.positions for u in dim.units)]  # every unit has a slice there
     parts = [_member_rows(mods[m.module], m, dim.units) for m in present]
     return torch.cat(parts, dim=1)
 
@@ -125,14 +128,41 @@ def _scores(model: nn.Module, dim: Dimension, pattern: Pattern, cfg: SparsityCon
 
 
 @torch.no_grad()
+def choose_units(model: nn.Module, cfg: SparsityConfig, refs: list[LayerRef], graph: DepGraph,
+                 filter_fn: FilterFn | None = None) -> list[tuple[Dimension, list[int]]]:  # fmt: skip
+    """The coupled units ``cfg`` prunes (``filter``/``channel``/``head``): ``(dimension, unit indices)``."""
+    by_name = selectable(model, refs, cfg.skip, filter_fn)
+    dims = coupled_dims(graph, cfg.pattern, set(by_name))
+    if not dims:
+        raise ConfigError(f"sparsify: pattern '{cfg.pattern.value}' found no prunable coupled "
+                          f"{'head' if cfg.pattern == Pattern.HEAD else 'channel'} group among the selected layers "
+                          f"(pinned: {[d.name for d in graph.dims if d.pinned][:4]})")  # fmt: skip
+    rules = cfg.rules()
+    mods = dict(model.named_modules())
+    out: list[tuple[Dimension, list[int]]] = []
+    pooled: list[tuple[Dimension, Tensor]] = []
+    for d in dims:
+        fields = rules.fields_for(by_name[d.producers[0]])
+        sparsity = float(fields.get("sparsity", cfg.sparsity))
+        s = _scores(model, d, cfg.pattern, cfg, mods)
+        if cfg.scope == Scope.GLOBAL and "sparsity" not in fields:
+            pooled.append((d, s))
+            continue
+        out.append((d, torch.nonzero(~keep_lowest_pruned(s, sparsity, cfg.keep_min)).flatten().tolist()))
+    if pooled:
+        for (d, _), keep in zip(pooled, keep_global([s for _, s in pooled], cfg.sparsity, cfg.keep_min)):
+            out.append((d, torch.nonzero(~keep).flatten().tolist()))
+    return out
+
+
+@torch.no_grad()
 def prune_coupled(model: nn.Module, cfg: SparsityConfig, refs: list[LayerRef], *, example_input: Any = None,
                   graph: DepGraph | None = None, filter_fn: FilterFn | None = None) -> DepGraph:  # fmt: skip
     """Prune coupled units (``filter``/``channel``/``head``) or branches (``depth``) by ``cfg``; returns
     the dependency graph used."""
     g = graph if graph is not None else analyze(model, example_input)
-    by_name = selectable(model, refs, cfg.skip, filter_fn)
-    selected = set(by_name)
     if cfg.pattern == Pattern.DEPTH:
+        selected = set(selectable(model, refs, cfg.skip, filter_fn))
         branches = [b for b in g.branches if all(n in selected for n in b.layers)]
         if not branches:
             raise ConfigError("sparsify: pattern 'depth' found no residual branch among the selected layers")
@@ -143,24 +173,7 @@ def prune_coupled(model: nn.Module, cfg: SparsityConfig, refs: list[LayerRef], *
             if not k:
                 mask_branch(model, b)
         return g
-    dims = coupled_dims(g, cfg.pattern, selected)
-    if not dims:
-        raise ConfigError(f"sparsify: pattern '{cfg.pattern.value}' found no prunable coupled "
-                          f"{'head' if cfg.pattern == Pattern.HEAD else 'channel'} group among the selected layers "
-                          f"(pinned: {[d.name for d in g.dims if d.pinned][:4]})")  # fmt: skip
-    rules = cfg.rules()
     mods = dict(model.named_modules())
-    pooled: list[tuple[Dimension, Tensor]] = []
-    for d in dims:
-        fields = rules.fields_for(by_name[d.producers[0]])
-        sparsity = float(fields.get("sparsity", cfg.sparsity))
-        s = _scores(model, d, cfg.pattern, cfg, mods)
-        if cfg.scope == Scope.GLOBAL and "sparsity" not in fields:
-            pooled.append((d, s))
-            continue
-        keep = keep_lowest_pruned(s, sparsity, cfg.keep_min)
-        mask_units(model, d, torch.nonzero(~keep).flatten().tolist(), mods)
-    if pooled:
-        for (d, _), keep in zip(pooled, keep_global([s for _, s in pooled], cfg.sparsity, cfg.keep_min)):
-            mask_units(model, d, torch.nonzero(~keep).flatten().tolist(), mods)
+    for d, pruned in choose_units(model, cfg, refs, g, filter_fn):
+        mask_units(model, d, pruned, mods)
     return g

@@ -118,6 +118,7 @@ class Dimension:
         return len(self.units)
 
     def members(self) -> list[Member]:
+        """Every member tensor of the dimension's units (in first-seen order)."""
         out: dict[Member, None] = {}
         for u in self.units:
             out.update(dict.fromkeys(u.positions))
@@ -544,10 +545,12 @@ def analyze(model: nn.Module, example: Any) -> DepGraph:
     """The coupled channel groups and residual branches of ``model`` for ``example`` (a tensor, a
     tuple of positional inputs or a dict of keyword inputs); see the module docstring.
 
-    The model runs once in eval mode (its mode is restored); nothing in it changes."""
+    The model runs once in eval mode on the first sample (its mode is restored); nothing in it changes."""
     if example is None:
         raise ConfigError("example_input: coupled patterns (filter, channel, head, depth) and physical removal need "
                           "an example input to trace the model; pass example_input=<one input batch>")  # fmt: skip
+    if isinstance(example, Tensor) and example.dim() > 0 and example.shape[0] > 1:
+        example = example[:1]  # one sample carries every channel: the shadows stay small
     rec = _Recorder(model)
     handles = []
     for m in model.modules():
@@ -605,11 +608,12 @@ def _build(model: nn.Module, rec: _Recorder) -> DepGraph:
         param, d = rec.prod_member[name]
         mod = mods[name]
         bias = param == "weight" and d == 0 and getattr(mod, "bias", None) is not None
+        m_w, m_b = Member(name, param, d, "out"), Member(name, "bias", 0, "out")
         for r, pos in by_root(per):
             u = units.setdefault(r, {})
-            u[Member(name, param, d, "out")] = pos
+            u[m_w] = pos
             if bias:
-                u[Member(name, "bias", 0, "out")] = pos
+                u[m_b] = pos
             order.setdefault(r, (pi, int(pos[0])))
             producers_of.setdefault(r, []).append(name)
     for table, role in ((rec.cons, "in"), (rec.norm, "norm")):
@@ -617,11 +621,12 @@ def _build(model: nn.Module, rec: _Recorder) -> DepGraph:
             mod = mods[name]
             params = ["weight"] if role == "in" else [p for p in ("weight", "bias", "running_mean", "running_var")
                                                        if getattr(mod, p, None) is not None]  # fmt: skip
+            members = [Member(name, p, 1 if role == "in" else 0, role) for p in params]
             for r, pos in by_root(feat):
                 if r not in units:
                     continue
-                for p in params:
-                    units[r][Member(name, p, 1 if role == "in" else 0, role)] = pos
+                for m in members:
+                    units[r][m] = pos
     # group the units into dimensions by their producers (and head owner)
     dims: dict[tuple, Dimension] = {}
     for r in sorted(units, key=lambda r: order[r]):

@@ -25,6 +25,7 @@ fine-tuning keeps them.
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,10 +34,13 @@ from torch import Tensor, nn
 
 from cimkit.errors import ConfigError
 from cimkit.nn.transform import is_transformed
+from cimkit.nn.walk import FilterFn, select
+from cimkit.sparse.config import Pattern, SparsityConfig
+from cimkit.sparse.coupled import choose_units
 from cimkit.sparse.deps import DepGraph, Dimension, Member, analyze
 from cimkit.sparse.masks import bake_, layer_masks, set_mask
 
-__all__ = ["RemovalResult", "dead_units", "remove", "remove_"]
+__all__ = ["RemovalResult", "dead_units", "remove", "remove_", "shrink_"]
 
 
 @dataclass
@@ -118,20 +122,23 @@ def _fix_sizes(mod: nn.Module) -> None:
 
 
 @torch.no_grad()
-def remove_(model: nn.Module, example_input: Any, *, keep_masks: bool = False,
-            graph: DepGraph | None = None) -> RemovalResult:  # fmt: skip
+def remove_(model: nn.Module, example_input: Any, *, keep_masks: bool = False, graph: DepGraph | None = None,
+            units: Sequence[tuple[Dimension, Sequence[int]]] | None = None) -> RemovalResult:  # fmt: skip
     """Remove every dead unit of ``model`` in place (see the module docstring); returns what it did.
 
     ``example_input``: one input batch (a tensor, a tuple of inputs or a dict) to trace the model
-    with; ``graph``: a dependency graph of this model made already (then no trace is needed)."""
+    with; ``graph``: a dependency graph of this model made already (then no trace is needed).
+    ``units``: remove exactly these ``(dimension, unit indices)`` of ``graph`` instead of the dead
+    ones (pruning straight to a smaller model, :func:`shrink_`; this changes the outputs)."""
     _check_plain(model)
     g = graph if graph is not None else analyze(model, example_input)
     res = RemovalResult()
     drop: dict[Member, list[Tensor]] = {}  # (module, tensor, dim) -> positions to remove
     heads: dict[str, tuple[str, int]] = {}
     mods = dict(model.named_modules())
-    for d in g.prunable():
-        dead = dead_units(model, d, mods)
+    todo = [(d, None) for d in g.prunable()] if units is None else [(d, list(u)) for d, u in units]
+    for d, chosen in todo:
+        dead = dead_units(model, d, mods) if chosen is None else sorted(set(chosen))
         if len(dead) == d.size:
             dead = dead[1:]  # keep one (exactly zero or unused) unit
         res.dims.append((d.name, d.kind, d.size, d.size - len(dead)))
@@ -172,6 +179,19 @@ def remove_(model: nn.Module, example_input: Any, *, keep_masks: bool = False,
             mname, _, pname = key.rpartition(".")
             set_mask(mods[mname] if mname else model, pname, mk, where=mname)
     return res
+
+
+@torch.no_grad()
+def shrink_(model: nn.Module, config: SparsityConfig, example_input: Any, filter_fn: FilterFn | None = None) -> RemovalResult:
+    """Prune ``model`` by a coupled ``config`` (``filter``/``channel``/``head``) straight to smaller
+    layers, in place, without masks: one trace, the units :func:`cimkit.sparse.sparsify_` would mask
+    are cut out at once (what ``sparsify_`` + :func:`remove_` give, without the parametrizations)."""
+    if not config.is_coupled() or config.pattern == Pattern.DEPTH:
+        raise ConfigError(f"shrink_: pattern {config.pattern.value!r} is not a coupled channel/head pattern; use "
+                          f"sparsify_ + remove_")  # fmt: skip
+    g = analyze(model, example_input)
+    refs = select(model, skip=config.skip, filter_fn=filter_fn)
+    return remove_(model, example_input, graph=g, units=choose_units(model, config, refs, g, filter_fn))
 
 
 def remove(model: nn.Module, example_input: Any, *, keep_masks: bool = False) -> nn.Module:
