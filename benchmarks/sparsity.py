@@ -247,7 +247,7 @@ def part_torch_pruning(rep: Report, sc: dict, data_dir: Path, work: Path) -> Non
     t_mask = statistics.mean(p["t_mask"] / p["t_tp"] for p in per_seed)
     rep.goal("resnet20 removal time: cimkit shrink_ / Torch-Pruning (graph + step), median of 5", t_ratio, "<= 1",
              t_ratio <= 1.0)  # fmt: skip
-    rep.goal("resnet20 removal time: cimkit masks + remove_ / Torch-Pruning (reported)", t_mask, "reported", True)
+    rep.machine["resnet20_masks_then_remove_over_torch_pruning"] = t_mask  # the two-stage path, for reference
     dev = max(abs(p["macs"][k] / p["macs"]["Torch-Pruning L1"] - 1) for p in per_seed for k in ("cimkit L1", "cimkit SSL"))
     rep.goal("resnet20: MAC count of cimkit vs Torch-Pruning (max relative difference)", dev, "<= 0.02", dev <= 0.02)
 

@@ -28,7 +28,7 @@ the ``sparse`` protocol evaluates (the test set once, like ``plain``) and adds t
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
@@ -239,13 +239,11 @@ class RegularizeStepConfig(RegularizerConfig):
     structure's largest are pruned after training; 0 = keep every group unmasked) and the tile
     geometry of the report (``tile_rows``/``tile_cols``)."""
 
-    finetune: FinetuneConfig = None  # type: ignore[assignment]
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     threshold: float = 0.05
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.finetune is None:
-            self.finetune = FinetuneConfig()
         check_range("threshold", self.threshold, 0.0, 1.0)
 
     def regularizer_config(self) -> RegularizerConfig:
