@@ -67,13 +67,15 @@ class Chip(nn.Module):
                 tile_on: Tensor | None = None) -> None:  # fmt: skip
         """Program target conductances ``g_target`` (S, D, T, R, N) µS once, reproducibly from ``seed``.
         ``tile_on`` (T, N) marks the (row tile, column) groups that hold any nonzero weight; the
-        others are left unprogrammed (they read exactly ``g_min``: no programming or read noise)."""
+        others are left unprogrammed: they hold exactly their zero-weight target (``g_min`` for a
+        differential pair, the mid level of the offset mapping, so the digital offset cancels), with
+        no programming or read noise, drift or IR drop, and contribute exactly zero."""
         gen = torch.Generator(device=g_target.device).manual_seed(int(seed) & (2**63 - 1))
         state = program_devices(g_target, dev, gen)
         g_prog = state.g_prog
         if tile_on is not None and not bool(tile_on.all()):
             on = tile_on.view(1, 1, tile_on.shape[0], 1, tile_on.shape[1])  # (1, 1, T, 1, N)
-            g_prog = torch.where(on, g_prog, torch.full_like(g_prog, dev.g_min))
+            g_prog = torch.where(on, g_prog, g_target.to(g_prog.dtype))
         self.g_prog = g_prog
         self.g_target = state.g_target if state.drift is not None else None
         self.drift_state = state.drift
@@ -95,12 +97,15 @@ class Chip(nn.Module):
         if not self.programmed:
             raise ConfigError("drift: the layer is not programmed; call cimkit.analog.program(model, seed) first")
         g_mean, sigma = devices_at(self._device_state(), dev, float(t_seconds))
+        off = None
         if self.tile_on is not None and not bool(self.tile_on.all()):
             off = ~self.tile_on.view(1, 1, self.tile_on.shape[0], 1, self.tile_on.shape[1])
-            g_mean = g_mean.masked_fill(off, dev.g_min)
+            g_mean = torch.where(off, self.g_prog, g_mean)  # its exact zero-weight target, undrifted
             sigma = sigma.masked_fill(off, 0.0)  # an unprogrammed array is never read
         if dev.r_wire > 0:
             f = ir_factors(g_mean, geom, dev)
+            if off is not None:
+                f = f.masked_fill(off, 1.0)
             g_mean = g_mean * f
             sigma = sigma * f
         self.g_mean = g_mean

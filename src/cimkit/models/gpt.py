@@ -75,12 +75,12 @@ class CausalSelfAttention(nn.Module):
         return F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=True)  # (B, H, T, D)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        B, T, C = x.shape
-        H = self.n_head
-        q = self.q(x).view(B, T, H, C // H).transpose(1, 2)  # (B, H, T, D)
-        k = self.k(x).view(B, T, H, C // H).transpose(1, 2)  # (B, H, T, D)
-        v = self.v(x).view(B, T, H, C // H).transpose(1, 2)  # (B, H, T, D)
-        y = self.attend(q, k, v).transpose(1, 2).reshape(B, T, C)  # (B, T, C)
+        B, T, _ = x.shape
+        H = self.n_head  # the head width D follows from q's width (heads may have been pruned away)
+        q = self.q(x).view(B, T, H, -1).transpose(1, 2)  # (B, H, T, D)
+        k = self.k(x).view(B, T, H, -1).transpose(1, 2)  # (B, H, T, D)
+        v = self.v(x).view(B, T, H, -1).transpose(1, 2)  # (B, H, T, D)
+        y = self.attend(q, k, v).transpose(1, 2).reshape(B, T, -1)  # (B, T, H*D)
         return self.resid_drop(self.proj(y))  # (B, T, C)
 
 

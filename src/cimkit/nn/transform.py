@@ -10,6 +10,10 @@ has ``unwrap() -> nn.Module``, giving the layer one level down with the same par
 quantized layer gives its float layer; an analog layer gives the digital layer it computes,
 quantized or not). :func:`undo_` unwraps every layer of a model down to plain PyTorch modules, so
 ``undo_(apply_(apply_(m, QuantConfig()), AnalogConfig()))`` has ``m``'s ``state_dict`` again.
+
+Weight masks (:mod:`cimkit.nn.weights`: ``torch.nn.utils.parametrize`` parametrizations whose
+module has ``is_weight_mask``) are not transformed layers; :func:`undo_` removes them too
+(:func:`remove_weight_masks_`), restoring the unmasked weights.
 """
 
 from __future__ import annotations
@@ -17,14 +21,19 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Protocol, runtime_checkable
 
+import torch
 from torch import nn
+from torch.nn.utils import parametrize
 
 from cimkit.errors import ConfigError
 from cimkit.nn.walk import FilterFn, set_module
 from cimkit.plugins import load_plugins
 from cimkit.registry import Registry
 
-__all__ = ["TRANSFORMS", "Transformed", "apply_", "is_transformed", "register_transform", "undo_", "unwrap_all"]
+__all__ = [
+    "TRANSFORMS", "Transformed", "apply_", "is_transformed", "own_parametrized_class_", "register_transform",
+    "remove_weight_masks_", "undo_", "unwrap_all",
+]  # fmt: skip
 
 Handler = Callable[..., nn.Module]
 
@@ -89,11 +98,55 @@ def unwrap_all(module: nn.Module) -> nn.Module:
     return module
 
 
+def own_parametrized_class_(module: nn.Module) -> nn.Module:
+    """Give a parametrized ``module`` a class of its own (a copy of its ``Parametrized*`` class).
+
+    ``torch.nn.utils.parametrize`` keeps a parametrization's property on the module's class, and a
+    deep copy of a parametrized module shares that class; adding or removing a parametrization on
+    the copy would then change the original too. Call this before either."""
+    if parametrize.is_parametrized(module):
+        cls = type(module)
+        ns = {k: v for k, v in cls.__dict__.items() if k not in ("__dict__", "__weakref__")}
+        module.__class__ = type(cls.__name__, cls.__bases__, ns)
+    return module
+
+
+def remove_weight_masks_(model: nn.Module, bake: bool = False) -> nn.Module:
+    """Remove every weight-mask parametrization (a parametrization module with ``is_weight_mask``)
+    from ``model``'s modules, in place; returns ``model``.
+
+    ``bake=False`` restores the unmasked tensor (``leave_parametrized=False``); ``bake=True`` keeps
+    the masked values (the zeros stay, the parametrization goes). Other parametrizations stay."""
+    for mod in model.modules():
+        plists = getattr(mod, "parametrizations", None)
+        if plists is None or not parametrize.is_parametrized(mod):
+            continue
+        for pname in list(plists.keys()):
+            plist = plists[pname]
+            idx = [i for i, p in enumerate(plist) if getattr(p, "is_weight_mask", False)]
+            if not idx:
+                continue
+            own_parametrized_class_(mod)
+            if len(idx) == len(plist):
+                parametrize.remove_parametrizations(mod, pname, leave_parametrized=bake)
+                continue
+            if bake:  # fold the masks into the stored tensor, then drop them
+                mask = None
+                for i in idx:
+                    mask = plist[i].mask if mask is None else mask * plist[i].mask
+                with torch.no_grad():
+                    plist.original.mul_(mask.to(plist.original.dtype))
+            for i in reversed(idx):
+                del plist[i]
+    return model
+
+
 def undo_(model: nn.Module) -> nn.Module:
-    """Replace every transformed layer of ``model`` by the plain layer it was made from, in place;
-    returns ``model`` (or the plain layer when ``model`` itself was transformed)."""
+    """Replace every transformed layer of ``model`` by the plain layer it was made from and remove
+    every weight mask (the unmasked weights come back), in place; returns ``model`` (or the plain
+    layer when ``model`` itself was transformed)."""
     if is_transformed(model):
-        return unwrap_all(model)
+        return remove_weight_masks_(unwrap_all(model))
     for name, mod in list(model.named_modules()):
         if name and is_transformed(mod):
             try:
@@ -101,4 +154,4 @@ def undo_(model: nn.Module) -> nn.Module:
             except AttributeError:  # inside a layer replaced already
                 continue
             set_module(model, name, unwrap_all(mod))
-    return model
+    return remove_weight_masks_(model)
