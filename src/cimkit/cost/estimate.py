@@ -1,0 +1,330 @@
+"""Price hardware-independent layer records on a :class:`~cimkit.cost.HardwareSpec`.
+
+``describe(model, example)`` makes the records (one capture pass, the handlers); ``price(described,
+spec)`` turns them into energy per inference by component, latency and area; ``estimate`` does both.
+Pricing copies the records, so one description can be priced on many specs (and, by mixed
+precision, at many bit widths) without another pass.
+
+Where a layer runs (``map_layers``): on a CIM spec, analog layers run on their own crossbars;
+plain Linear/Conv layers are mapped onto the spec's crossbars (``"all"``), or stay on the chip's
+digital units (``"analog"``); ``"auto"`` maps them when the model has no analog layer and keeps them
+digital when it has (the layers an analog conversion kept digital stay digital). On a digital spec
+every layer runs on the PE array. Elementwise work and activation x activation products (attention)
+are digital everywhere.
+
+Crossbar layer, per inference (``P`` input cycles, ``pos`` output positions, row tiles ``t`` with
+``r_t`` used rows split into ``g_t = ceil(r_t / parallel_rows)`` reads, column blocks ``b`` with
+``c_b`` used columns, ``S`` slices, ``D`` devices, occupied arrays only):
+
+* ADC conversions ``P · pos · S · Σ_tb g_t c_b`` (a differential pair is one conversion), each
+  followed by one shift-and-add; cell reads ``P · pos · S · D · Σ_tb r_t c_b``; word-line drives
+  ``P · pos · S · D · Σ_tb r_t``; partial-sum adds ``pos · Σ_b c_b (Σ_t g_t − 1)``;
+* buffer traffic ``pos · (Σ_t r_t + N) · a`` bits (each position's input vector, its outputs), the
+  same input bits plus every partial sum over the interconnect, whose length is the mean distance
+  from the centre of a square chip to a tile, ``sqrt(chip area) / 2``;
+* latency ``pos · P · max_tb g_t · t_read(c_b)`` (all arrays in parallel, each read converting its
+  columns through its ``tile_cols / cols_per_adc`` ADCs in turn; no weight duplication, no
+  pipelining across layers);
+* area: cells, one ADC and shift-adder per ``cols_per_adc`` columns of each weight tile, one
+  driver per row of each array.
+
+Digital layer (PE array ``R x C``): MACs at ``mult(w, a) + add``, weight-stationary buffer traffic
+``weights·w + pos·K·a·ceil(N/C) + pos·N·acc·(2 ceil(K/R) − 1)`` bits (weights once, inputs once per
+column fold, partial sums written per row fold and read back), the same bits over the interconnect,
+:func:`~cimkit.cost.formulas.systolic_cycles` at ``clock_ghz``; weights come from DRAM every
+inference when the model's weights exceed ``buffer_kib``. The ``(chip)`` row holds the global
+buffer, the digital units and the model input/output DRAM traffic.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from torch import nn
+
+from cimkit.analog.tiling import TileGeometry
+from cimkit.cost.capture import Capture, capture
+from cimkit.cost.formulas import (
+    accumulator_bits,
+    adc_energy_pj,
+    cell_energy_pj,
+    dac_energy_pj,
+    interconnect_energy_pj,
+    read_time_ns,
+    sequential_conversions,
+    systolic_cycles,
+)
+from cimkit.cost.handlers import run_handlers
+from cimkit.cost.layers import leaf_record
+from cimkit.cost.record import AREA_COMPONENTS, ENERGY_COMPONENTS, CrossbarMap, LayerCost, area_field, energy_field
+from cimkit.cost.specs import HardwareSpec, get_spec
+from cimkit.cost.storage import values_bytes
+from cimkit.cost.table import CostTable
+from cimkit.errors import ConfigError
+
+__all__ = ["MAP_MODES", "Described", "describe", "estimate", "price", "price_layer"]
+
+FLOAT_BITS = 32
+MAP_MODES = ("auto", "all", "analog")
+
+
+@dataclass
+class Described:
+    """Hardware-independent records of one model (from :func:`describe`) and what the pass saw."""
+
+    records: list[LayerCost]
+    capture: Capture
+
+    @property
+    def has_crossbar_layers(self) -> bool:
+        return any(r.crossbar is not None for r in self.records)
+
+
+def describe(model: nn.Module, example_input: Any) -> Described:
+    """One capture pass and every handler: the model's records (workload, storage, crossbar maps)."""
+    cap = capture(model, example_input)
+    records = []
+    for c in cap.layers:
+        if c.site is not None:
+            rec = c.site.fn(c.module, c)
+        elif c.chain:
+            rec = run_handlers(c.module, c, c.chain)
+        else:
+            rec = leaf_record(c.module, c)
+        rec.name = rec.name or c.name or type(c.module).__name__
+        records.append(rec)
+    if cap.other_params or cap.other_buffers:
+        records.append(LayerCost(name="(other)", type="parameters", op="none", hardware="none", params=cap.other_params,
+                                 size_bytes=values_bytes(cap.other_params + cap.other_buffers)))  # fmt: skip
+    return Described(records, cap)
+
+
+def estimate(model: nn.Module, example_input: Any, spec: str | HardwareSpec | dict | None = "rram_22nm", *,
+             adc: str | None = None, map_layers: str = "auto", spec_name: str | None = None) -> CostTable:  # fmt: skip
+    """Cost of ``model`` per inference on ``spec`` (a preset name, a spec or a table of fields);
+    ``adc`` swaps the ADC model. Returns a :class:`~cimkit.cost.CostTable` (``.to_dict()``,
+    ``.to_pandas()``, ``.format()``)."""
+    name = spec_name or (spec if isinstance(spec, str) else "custom")
+    hw = get_spec(spec, adc=adc)
+    return price(describe(model, example_input), hw, map_layers=map_layers, spec_name=name)
+
+
+# ----------------------------------------------------------------------------- pricing
+
+
+def _eff_bits(bits: int, spec: HardwareSpec, default: int) -> int:
+    """Bits a layer computes with on ``spec``: float (32) becomes the CIM spec's width."""
+    if bits <= 0:
+        return default
+    return default if (spec.is_cim and bits >= FLOAT_BITS) else bits
+
+
+def spec_crossbar(rec: LayerCost, spec: HardwareSpec, w_bits: int, a_bits: int) -> CrossbarMap:
+    """The crossbar map of a plain layer on ``spec``: the tile geometry the simulator would use
+    (:class:`cimkit.analog.TileGeometry` on ``tile_rows x tile_cols``), the spec's slicing and inputs."""
+    geom = TileGeometry.of(rec.weight_shape, spec.tile_rows, spec.tile_cols, rec.name)
+    return CrossbarMap(geom, spec.slices_for(w_bits), spec.devices, spec.planes_for(a_bits),
+                       1 if spec.bit_serial else spec.dac_bits, spec.adc_bits, spec.bit_serial,
+                       rec.extra.get("occupancy"), source="spec")  # fmt: skip
+
+
+def _geometry_counts(m: CrossbarMap, spec: HardwareSpec) -> dict[str, Any]:
+    """Per-(row tile, column block) counts of a crossbar map, as NumPy arrays."""
+    g = m.geometry
+    t_idx = np.arange(g.n_tiles)
+    rows_t = np.clip(g.n_in - t_idx * g.ch_per_tile, 0, g.ch_per_tile) * g.ksz  # (T,) rows holding weights
+    cols_b = np.minimum(g.tile_cols, g.n_out - np.arange(g.col_blocks) * g.tile_cols)  # (NB,)
+    occ = np.ones((g.n_tiles, g.col_blocks), dtype=bool) if m.occupancy is None else np.asarray(m.occupancy, bool)
+    if occ.shape != (g.n_tiles, g.col_blocks):
+        raise ConfigError(f"occupancy of shape {occ.shape} does not match {g.n_tiles} row tiles x {g.col_blocks} blocks")
+    pr = spec.parallel_rows if 0 < spec.parallel_rows < g.tile_rows else g.tile_rows
+    groups_t = -(-rows_t // pr)  # (T,) reads per row tile
+    return {"rows_t": rows_t, "cols_b": cols_b, "occ": occ.astype(np.float64), "groups_t": groups_t}
+
+
+def _price_crossbar(rec: LayerCost, m: CrossbarMap, spec: HardwareSpec, w: int, a: int) -> None:
+    g = m.geometry
+    k = _geometry_counts(m, spec)
+    rows_t, cols_b, occ, groups_t = k["rows_t"], k["cols_b"], k["occ"], k["groups_t"]
+    S, D, P, pos = m.slices, m.devices, m.planes, rec.positions
+    adc_bits = m.adc_bits or spec.adc_bits
+    per_rc = occ * cols_b[None, :]  # (T, NB) used columns of occupied arrays
+    conv_tb = float((per_rc * groups_t[:, None]).sum())  # conversions per (position, plane, slice)
+    cells_tb = float((per_rc * rows_t[:, None]).sum())
+    rows_occ = float((occ * rows_t[:, None]).sum())
+    partials_b = (occ * groups_t[:, None]).sum(0)  # (NB,) partial sums per output of each block
+    tiles = int(occ.sum()) * S
+    acc = accumulator_bits(w, a, rec.fan_in)
+    rec.hardware = "cim"
+    rec.row_tiles, rec.col_blocks, rec.slices, rec.devices, rec.planes = g.n_tiles, g.col_blocks, S, D, P
+    rec.tiles, rec.arrays = tiles, tiles * D
+    rec.rows_used, rec.cols_used = int(rows_t.sum()), g.n_out
+    rec.utilisation = cells_tb / (occ.sum() * g.tile_rows * g.tile_cols) if occ.sum() else 0.0
+    rec.dac_bits, rec.adc_bits = m.dac_bits, adc_bits
+    rec.adc_conversions = int(P * pos * S * conv_tb)
+    rec.cell_reads = int(P * pos * S * D * cells_tb)
+    rec.dac_conversions = int(P * pos * S * D * rows_occ)
+    rec.shift_adds = rec.adc_conversions
+    rec.accum_adds = int(pos * float((cols_b * np.maximum(partials_b - 1, 0)).sum()))
+    rec.buffer_bits = int(pos * (rec.rows_used + g.n_out) * a)
+    rec.interconnect_bits = int(pos * (rec.rows_used * a + float((cols_b * partials_b).sum()) * acc))
+    # time: each array converts its used columns through its ADCs in turn, all arrays in parallel
+    adc_ns = spec.adc_model.latency_ns(adc_bits)
+    seq_b = np.array([sequential_conversions(int(c), g.tile_cols, spec.cols_per_adc) for c in cols_b])  # (NB,)
+    t_read_b = read_time_ns(spec, seq_b, adc_ns)  # (NB,) ns
+    t_tb = occ * groups_t[:, None] * t_read_b[None, :]  # (T, NB)
+    rec.latency_us = pos * P * float(t_tb.max(initial=0.0)) * 1e-3
+    t_sense = adc_ns * spec.sensing_latency_factor
+    read_ns = float((occ * rows_t[:, None] * t_read_b[None, :]).sum() / rows_occ) if rows_occ else 0.0
+    e = {
+        "array": cell_energy_pj(rec.cell_reads, spec, t_sense),
+        "adc": adc_energy_pj(rec.adc_conversions, spec, adc_bits, cells_tb / conv_tb if conv_tb else 0.0),
+        "dac": dac_energy_pj(rec.dac_conversions, spec, m.dac_bits, m.bit_serial, read_ns),
+        "accumulation": (rec.shift_adds + rec.accum_adds) * spec.arith.add_energy_pj(acc),
+        "buffer": rec.buffer_bits * spec.buffer_pj_per_bit,
+    }
+    _set_energy(rec, e)
+    n_adc = -(-g.tile_cols // spec.cols_per_adc)
+    area = {
+        "array": rec.arrays * g.tile_rows * g.tile_cols * spec.cell_area_um2,
+        "adc": tiles * n_adc * spec.adc_model.area_um2(adc_bits),
+        "dac": rec.arrays * g.tile_rows * spec.dac_um2 * 2.0 ** (m.dac_bits - 1),
+        "accumulation": tiles * n_adc * spec.arith.add_area_um2(acc),
+    }
+    _set_area(rec, area)
+
+
+def _price_digital(rec: LayerCost, spec: HardwareSpec, w: int, a: int, weights_from_dram: bool) -> None:
+    ar = spec.arith
+    lanes = spec.pe_rows * spec.pe_cols
+    clock = spec.clock_ghz
+    rec.hardware = "digital"
+    e: dict[str, float] = {}
+    if rec.op in ("linear", "conv"):
+        kk = max(rec.fan_in, 1)
+        n = rec.weight_shape[0] if rec.weight_shape else 1
+        acc = FLOAT_BITS if max(w, a) >= FLOAT_BITS else accumulator_bits(w, a, kk)
+        folds_k, folds_n = -(-kk // spec.pe_rows), -(-n // spec.pe_cols)
+        rec.buffer_bits = int(rec.weights * w + rec.positions * kk * a * folds_n
+                              + rec.positions * n * acc * (2 * folds_k - 1))  # fmt: skip
+        rec.interconnect_bits = rec.buffer_bits
+        rec.dram_bits = int(rec.size_bytes * 8) if weights_from_dram else 0
+        e["digital"] = rec.macs * ar.mac_energy_pj(w, a)
+        rec.latency_us = systolic_cycles(kk, n, rec.positions, spec.pe_rows, spec.pe_cols) / clock * 1e-3
+    elif rec.op == "matmul":
+        rec.buffer_bits = int((rec.in_elements + rec.out_elements) * a)
+        e["digital"] = rec.macs * ar.mac_energy_pj(a, a) + rec.digital_ops * ar.op_energy_pj(a)
+        rec.latency_us = (rec.macs + rec.digital_ops) / lanes / clock * 1e-3
+    elif rec.op == "elementwise":
+        rec.buffer_bits = int((rec.in_elements + rec.out_elements) * a)
+        e["digital"] = rec.digital_ops * ar.op_energy_pj(a)
+        rec.latency_us = rec.digital_ops / lanes / clock * 1e-3
+    elif rec.op == "lookup":
+        rec.buffer_bits = int(rec.out_elements * a)
+        rec.latency_us = rec.out_elements / lanes / clock * 1e-3
+    else:
+        rec.hardware = "none" if rec.op == "none" else rec.hardware
+    e["buffer"] = rec.buffer_bits * spec.buffer_pj_per_bit
+    e["dram"] = rec.dram_bits * spec.memory.pj_per_bit
+    _set_energy(rec, e)
+
+
+def _set_energy(rec: LayerCost, e: dict[str, float]) -> None:
+    for c, v in e.items():
+        setattr(rec, energy_field(c), v * 1e-6)  # pJ -> µJ
+
+
+def _set_area(rec: LayerCost, a: dict[str, float]) -> None:
+    for c, v in a.items():
+        setattr(rec, area_field(c), v * 1e-6)  # µm² -> mm²
+
+
+def _blank(rec: LayerCost) -> LayerCost:
+    """A copy of ``rec`` with every hardware-dependent field reset."""
+    out = dataclasses.replace(rec, extra=dict(rec.extra))
+    for f in ("row_tiles", "col_blocks", "slices", "devices", "planes", "tiles", "arrays", "rows_used", "cols_used",
+              "dac_bits", "adc_bits", "cell_reads", "dac_conversions", "adc_conversions", "shift_adds", "accum_adds",
+              "buffer_bits", "interconnect_bits", "dram_bits"):  # fmt: skip
+        setattr(out, f, 0)
+    out.utilisation = out.latency_us = out.energy_uj = out.area_mm2 = 0.0
+    for c in ENERGY_COMPONENTS:
+        setattr(out, energy_field(c), 0.0)
+    for c in AREA_COMPONENTS:
+        setattr(out, area_field(c), 0.0)
+    return out
+
+
+def price_layer(rec: LayerCost, spec: HardwareSpec, *, on_crossbar: bool | None = None, w_bits: int | None = None,
+                a_bits: int | None = None, weights_from_dram: bool = False) -> LayerCost:  # fmt: skip
+    """One record priced on ``spec`` (a copy; interconnect energy without wire length: see :func:`price`).
+
+    ``w_bits`` / ``a_bits`` price the layer as if it had those widths (mixed precision's tables);
+    ``on_crossbar``: None follows the record (its own crossbar map, else a Linear/Conv on a CIM spec)."""
+    out = _blank(rec)
+    if w_bits is not None:
+        out.w_bits = int(w_bits)
+    if a_bits is not None:
+        out.a_bits = int(a_bits)
+    w = _eff_bits(out.w_bits, spec, spec.w_bits)
+    a = _eff_bits(out.a_bits, spec, spec.a_bits)
+    weighted = out.op in ("linear", "conv")
+    if weighted:
+        out.w_bits = w  # the widths the layer is priced at
+    if out.a_bits:
+        out.a_bits = a
+    if on_crossbar is None:
+        on_crossbar = spec.is_cim and weighted
+    if on_crossbar and spec.is_cim and weighted:
+        m = out.crossbar if (out.crossbar is not None and w_bits is None) else None
+        if m is None:
+            m = spec_crossbar(out, spec, w, a)
+        _price_crossbar(out, m, spec, w, a)
+    else:
+        _price_digital(out, spec, w, a, weights_from_dram and weighted)
+    return out
+
+
+def price(described: Described, spec: HardwareSpec | str, *, map_layers: str = "auto",
+          spec_name: str | None = None) -> CostTable:  # fmt: skip
+    """Price every record on ``spec`` and add the ``(chip)`` row (module docstring)."""
+    if map_layers not in MAP_MODES:
+        raise ConfigError(f"map_layers: {map_layers!r} is not allowed; allowed: {', '.join(MAP_MODES)}")
+    name = spec_name or (spec if isinstance(spec, str) else "custom")
+    hw = get_spec(spec)
+    mode = map_layers
+    if mode == "auto":
+        mode = "analog" if described.has_crossbar_layers else "all"
+    weighted = [r for r in described.records if r.op in ("linear", "conv")]
+    weight_bytes = sum(r.size_bytes for r in weighted)
+    from_dram = (not hw.is_cim) and weight_bytes > hw.buffer_kib * 1024
+    rows = []
+    for r in described.records:
+        on_xbar = hw.is_cim and r.op in ("linear", "conv") and (mode == "all" or r.crossbar is not None)
+        rows.append(price_layer(r, hw, on_crossbar=on_xbar, weights_from_dram=from_dram))
+    rows.append(_chip_row(described.capture, hw))
+    area_mm2 = sum(sum(getattr(r, area_field(c)) for c in AREA_COMPONENTS) for r in rows)
+    distance = math.sqrt(area_mm2) / 2.0
+    for r in rows:
+        r.energy_interconnect_uj = interconnect_energy_pj(r.interconnect_bits, hw, distance) * 1e-6
+        for c in ENERGY_COMPONENTS:
+            setattr(r, energy_field(c), getattr(r, energy_field(c)) * hw.energy_factor)
+        r.energy_uj = r.total_energy()
+        r.area_mm2 = r.total_area()
+    return CostTable(rows, hw, name, interconnect_mm=distance, batch=described.capture.batch)
+
+
+def _chip_row(cap: Capture, spec: HardwareSpec) -> LayerCost:
+    """Shared by all layers: the global buffer, the digital units, the model input/output in DRAM."""
+    a = spec.a_bits if spec.is_cim else (cap.input_dtype.itemsize * 8 if cap.input_dtype.is_floating_point else 32)
+    rec = LayerCost(name="(chip)", type=spec.kind.value, op="chip", hardware="none", calls=1,
+                    in_elements=cap.input_elements, out_elements=cap.output_elements)  # fmt: skip
+    rec.dram_bits = int((cap.input_elements + cap.output_elements) * a)
+    _set_energy(rec, {"dram": rec.dram_bits * spec.memory.pj_per_bit})
+    lanes = spec.pe_rows * spec.pe_cols
+    _set_area(rec, {"buffer": spec.buffer_kib * 1024 * 8 * spec.buffer_um2_per_bit,
+                    "digital": lanes * spec.arith.mac_area_um2(spec.w_bits, spec.a_bits)})  # fmt: skip
+    return rec
