@@ -28,6 +28,7 @@ from cimkit.cost.record import (
     LayerCost,
     area_field,
     energy_field,
+    field_unit,
 )
 from cimkit.cost.specs import SPECS, HardwareKind, HardwareSpec, WeightPairing, get_spec
 from cimkit.cost.storage import storage_bytes, values_bytes
@@ -38,6 +39,6 @@ __all__ = [
     "MEMORIES", "SPECS", "ADCModel", "Call", "Capture", "Captured", "CostTable", "CrossbarMap", "Described",
     "DigitalModel", "FlashADC", "HardwareKind", "HardwareSpec", "LayerCost", "MemoryModel", "NeuroSimSAR",
     "SchreierADC", "TableADC", "WaldenADC", "WeightPairing", "adc_model", "analog_crossbar", "area_field", "capture",
-    "describe", "energy_field", "estimate", "get_spec", "leaf_record", "price", "price_layer", "register_cost",
+    "describe", "energy_field", "estimate", "field_unit", "get_spec", "leaf_record", "price", "price_layer", "register_cost",
     "register_site", "run_handlers", "spec_crossbar", "storage_bytes", "values_bytes", "weighted_record",
 ]  # fmt: skip

@@ -259,11 +259,14 @@ def _blank(rec: LayerCost) -> LayerCost:
 
 
 def price_layer(rec: LayerCost, spec: HardwareSpec, *, on_crossbar: bool | None = None, w_bits: int | None = None,
-                a_bits: int | None = None, weights_from_dram: bool = False) -> LayerCost:  # fmt: skip
-    """One record priced on ``spec`` (a copy; interconnect energy without wire length: see :func:`price`).
+                a_bits: int | None = None, weights_from_dram: bool = False,
+                distance_mm: float | None = None) -> LayerCost:  # fmt: skip
+    """One record priced on ``spec`` (a copy).
 
     ``w_bits`` / ``a_bits`` price the layer as if it had those widths (mixed precision's tables);
-    ``on_crossbar``: None follows the record (its own crossbar map, else a Linear/Conv on a CIM spec)."""
+    ``on_crossbar``: None follows the record (its own crossbar map, else a Linear/Conv on a CIM spec);
+    ``distance_mm``: interconnect wire length; with it the record is finished (interconnect energy,
+    the spec's energy factor, totals), without it :func:`price` finishes it for the whole chip."""
     out = _blank(rec)
     if w_bits is not None:
         out.w_bits = int(w_bits)
@@ -285,7 +288,18 @@ def price_layer(rec: LayerCost, spec: HardwareSpec, *, on_crossbar: bool | None 
         _price_crossbar(out, m, spec, w, a)
     else:
         _price_digital(out, spec, w, a, weights_from_dram and weighted)
+    if distance_mm is not None:
+        _finish(out, spec, distance_mm)
     return out
+
+
+def _finish(rec: LayerCost, spec: HardwareSpec, distance_mm: float) -> None:
+    """Interconnect energy over ``distance_mm``, the spec's energy factor, the totals."""
+    rec.energy_interconnect_uj = interconnect_energy_pj(rec.interconnect_bits, spec, distance_mm) * 1e-6
+    for c in ENERGY_COMPONENTS:
+        setattr(rec, energy_field(c), getattr(rec, energy_field(c)) * spec.energy_factor)
+    rec.energy_uj = rec.total_energy()
+    rec.area_mm2 = rec.total_area()
 
 
 def price(described: Described, spec: HardwareSpec | str, *, map_layers: str = "auto",
@@ -306,14 +320,9 @@ def price(described: Described, spec: HardwareSpec | str, *, map_layers: str = "
         on_xbar = hw.is_cim and r.op in ("linear", "conv") and (mode == "all" or r.crossbar is not None)
         rows.append(price_layer(r, hw, on_crossbar=on_xbar, weights_from_dram=from_dram))
     rows.append(_chip_row(described.capture, hw))
-    area_mm2 = sum(sum(getattr(r, area_field(c)) for c in AREA_COMPONENTS) for r in rows)
-    distance = math.sqrt(area_mm2) / 2.0
+    distance = math.sqrt(sum(r.total_area() for r in rows)) / 2.0
     for r in rows:
-        r.energy_interconnect_uj = interconnect_energy_pj(r.interconnect_bits, hw, distance) * 1e-6
-        for c in ENERGY_COMPONENTS:
-            setattr(r, energy_field(c), getattr(r, energy_field(c)) * hw.energy_factor)
-        r.energy_uj = r.total_energy()
-        r.area_mm2 = r.total_area()
+        _finish(r, hw, distance)
     return CostTable(rows, hw, name, interconnect_mm=distance, batch=described.capture.batch)
 
 

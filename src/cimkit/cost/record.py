@@ -20,7 +20,7 @@ from typing import Any
 
 __all__ = [
     "ADDITIVE_FIELDS", "AREA_COMPONENTS", "ENERGY_COMPONENTS", "CrossbarMap", "LayerCost", "area_field",
-    "energy_field",
+    "energy_field", "field_unit",
 ]  # fmt: skip
 
 # energy split (NeuroSim V1.4's categories, with the DAC and DRAM apart: round2 anchors §1.7)
@@ -152,3 +152,24 @@ ADDITIVE_FIELDS: tuple[str, ...] = (
     "interconnect_bits", "dram_bits", *(energy_field(c) for c in ENERGY_COMPONENTS), "energy_uj", "latency_us",
     *(area_field(c) for c in AREA_COMPONENTS), "area_mm2",
 )  # fmt: skip
+
+
+def field_unit(name: str) -> str:
+    """The unit of a record field (as results.json names units)."""
+    if name.endswith("_uj"):
+        return "µJ"
+    if name.endswith("_us"):
+        return "µs"
+    if name.endswith("_mm2"):
+        return "mm²"
+    if name == "size_bytes":
+        return "bytes"
+    if name.endswith("_bits") and name not in ("buffer_bits", "interconnect_bits", "dram_bits"):
+        return "bits"
+    if name in ("buffer_bits", "interconnect_bits", "dram_bits"):
+        return "bit"
+    if name == "macs":
+        return "MAC/sample"
+    if name == "bops":
+        return "bit-op/sample"
+    return "count"

@@ -119,7 +119,8 @@ class CostTable:
     def format(self, columns: tuple[str, ...] = DEFAULT_COLUMNS) -> str:
         """A plain-text table of the rows and the total, with the hardware and figures of merit."""
         headers = [_SHORT.get(c, c) for c in columns]
-        body = [[_fmt(v) for v in row] for row in self.rows(columns)]
+        body = [["" if (c in ("w_bits", "a_bits") and v == 0) else _fmt(v) for c, v in zip(columns, row)]
+                for row in self.rows(columns)]  # fmt: skip
         widths = [max(len(str(x)) for x in col) for col in zip(headers, *body)]
         line = lambda r: "  ".join(str(x).rjust(w) if i else str(x).ljust(w) for i, (x, w) in enumerate(zip(r, widths)))  # noqa: E731
         t = self.total()
