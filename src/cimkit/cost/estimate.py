@@ -21,7 +21,9 @@ Crossbar layer, per inference (``P`` input cycles, ``pos`` output positions, row
   ``P · pos · S · D · Σ_tb r_t``; partial-sum adds ``pos · Σ_b c_b (Σ_t g_t − 1)``;
 * buffer traffic ``pos · (Σ_t r_t + N) · a`` bits (each position's input vector, its outputs), the
   same input bits plus every partial sum over the interconnect, whose length is the mean distance
-  from the centre of a square chip to a tile, ``sqrt(chip area) / 2``;
+  from the centre of a square chip to a tile, ``sqrt(area) / 2`` (:func:`wire_mm`);
+* cells conduct, and a row is driven, while a column is sampled (``t_sense_ns`` per sample; a row
+  for all its array's columns in turn); the conversion itself takes the ADC model's time;
 * latency ``pos · P · max_tb g_t · t_read(c_b)`` (all arrays in parallel, each read converting its
   columns through its ``tile_cols / cols_per_adc`` ADCs in turn; no weight duplication, no
   pipelining across layers);
@@ -44,6 +46,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import torch
 from torch import nn
 
 from cimkit.analog.tiling import TileGeometry
@@ -66,7 +69,7 @@ from cimkit.cost.storage import values_bytes
 from cimkit.cost.table import CostTable
 from cimkit.errors import ConfigError
 
-__all__ = ["MAP_MODES", "Described", "describe", "estimate", "price", "price_layer"]
+__all__ = ["MAP_MODES", "Described", "describe", "estimate", "price", "price_layer", "wire_mm"]
 
 FLOAT_BITS = 32
 MAP_MODES = ("auto", "all", "analog")
@@ -127,9 +130,14 @@ def spec_crossbar(rec: LayerCost, spec: HardwareSpec, w_bits: int, a_bits: int) 
     """The crossbar map of a plain layer on ``spec``: the tile geometry the simulator would use
     (:class:`cimkit.analog.TileGeometry` on ``tile_rows x tile_cols``), the spec's slicing and inputs."""
     geom = TileGeometry.of(rec.weight_shape, spec.tile_rows, spec.tile_cols, rec.name)
+    mask = rec.extra.get("mask")
+    occ = None
+    if mask is not None:  # a sparsity mask: arrays (row tile x column block) with no kept weight stay empty
+        nz = geom.to_tiles(mask.detach().float()).ne(0).any(dim=1)  # (T, N)
+        occ = geom.column_blocks(nz.to(torch.uint8)).amax(-1).bool().cpu().numpy()  # (T, n_blk)
     return CrossbarMap(geom, spec.slices_for(w_bits), spec.devices, spec.planes_for(a_bits),
-                       1 if spec.bit_serial else spec.dac_bits, spec.adc_bits, spec.bit_serial,
-                       rec.extra.get("occupancy"), source="spec")  # fmt: skip
+                       1 if spec.bit_serial else spec.dac_bits, spec.adc_bits, spec.bit_serial, occ,
+                       source="spec")  # fmt: skip
 
 
 def _geometry_counts(m: CrossbarMap, spec: HardwareSpec) -> dict[str, Any]:
@@ -178,10 +186,12 @@ def _price_crossbar(rec: LayerCost, m: CrossbarMap, spec: HardwareSpec, w: int, 
     t_read_b = read_time_ns(spec, seq_b, adc_ns)  # (NB,) ns
     t_tb = occ * groups_t[:, None] * t_read_b[None, :]  # (T, NB)
     rec.latency_us = pos * P * float(t_tb.max(initial=0.0)) * 1e-3
-    t_sense = adc_ns * spec.sensing_latency_factor
-    read_ns = float((occ * rows_t[:, None] * t_read_b[None, :]).sum() / rows_occ) if rows_occ else 0.0
+    # energy windows are the array's, not the converter's: cells conduct while a column is sampled
+    # (t_sense_ns); a row stays driven while its array's columns are sampled in turn
+    drive_b = spec.t_settle_ns + seq_b * spec.t_sense_ns  # (NB,) ns
+    read_ns = float((occ * rows_t[:, None] * drive_b[None, :]).sum() / rows_occ) if rows_occ else 0.0
     e = {
-        "array": cell_energy_pj(rec.cell_reads, spec, t_sense),
+        "array": cell_energy_pj(rec.cell_reads, spec, spec.t_sense_ns),
         "adc": adc_energy_pj(rec.adc_conversions, spec, adc_bits, cells_tb / conv_tb if conv_tb else 0.0),
         "dac": dac_energy_pj(rec.dac_conversions, spec, m.dac_bits, m.bit_serial, read_ns),
         "accumulation": (rec.shift_adds + rec.accum_adds) * spec.arith.add_energy_pj(acc),
@@ -320,10 +330,18 @@ def price(described: Described, spec: HardwareSpec | str, *, map_layers: str = "
         on_xbar = hw.is_cim and r.op in ("linear", "conv") and (mode == "all" or r.crossbar is not None)
         rows.append(price_layer(r, hw, on_crossbar=on_xbar, weights_from_dram=from_dram))
     rows.append(_chip_row(described.capture, hw))
-    distance = math.sqrt(sum(r.total_area() for r in rows)) / 2.0
+    distance = wire_mm(rows)
     for r in rows:
         _finish(r, hw, distance)
     return CostTable(rows, hw, name, interconnect_mm=distance, batch=described.capture.batch)
+
+
+def wire_mm(rows: list[LayerCost]) -> float:
+    """Interconnect length: the mean distance from the centre of a square chip to a point of it,
+    ``sqrt(A) / 2``, with ``A`` the area of everything but the ADCs (they sit at the arrays' edges;
+    so swapping the ADC model changes only ADC figures)."""
+    area = sum(r.total_area() - r.area_adc_mm2 for r in rows)
+    return math.sqrt(max(area, 0.0)) / 2.0
 
 
 def _chip_row(cap: Capture, spec: HardwareSpec) -> LayerCost:

@@ -31,8 +31,8 @@ def column_resistance_ohm(rows: float, input_density: float, g_mean_us: float) -
 
 def cell_energy_pj(cell_reads: float, spec: object, t_ns: float) -> float:
     """Current through the read cells: ``reads · input_density · V_read² · G_mean · t`` (pJ), over the
-    sensing time ``t`` of each conversion (the cells of a column conduct while it is converted;
-    NeuroSim charges this current to its ADC column term)."""
+    sensing time ``t`` of each sample (the cells of a column conduct while it is sampled; NeuroSim
+    charges this current to its ADC's column term)."""
     return cell_reads * spec.input_density * spec.v_read_v**2 * spec.g_mean_us * t_ns * 1e-3  # type: ignore[attr-defined]
 
 

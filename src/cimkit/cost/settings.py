@@ -19,7 +19,8 @@ from dataclasses import dataclass
 
 from cimkit.config import Config
 from cimkit.cost.adc import ADCS
-from cimkit.cost.specs import SPECS
+from cimkit.cost.specs import SPECS, reg_error
+from cimkit.errors import ConfigError
 
 __all__ = ["CostSettings"]
 
@@ -35,8 +36,7 @@ class CostSettings(Config):
     layers: bool = True
 
     def __post_init__(self) -> None:
-        if self.spec is not None:
-            SPECS.get(self.spec)
-        SPECS.get(self.digital_spec)
-        if self.adc is not None:
-            ADCS.get(self.adc)
+        for name, reg in (("spec", SPECS), ("digital_spec", SPECS), ("adc", ADCS)):
+            value = getattr(self, name)
+            if value is not None and value not in reg:
+                raise ConfigError(f"{name}: {reg_error(reg, value)}")

@@ -64,7 +64,9 @@ class HardwareSpec(Config):
     * cells: read voltage ``v_read_v``, ``g_on_us`` and ``on_off`` (conductance ratio), the fraction
       ``input_density`` of input bits that are 1 and ``weight_density`` of cells in the on state (the
       mean column conductance; NeuroSim's average-resistance estimate takes half on, half off),
-      ``t_settle_ns`` of array settling before each read's conversions, cell area ``cell_area_f2``;
+      ``t_settle_ns`` of array settling before each read's conversions, ``t_sense_ns`` during which
+      the cells of a column conduct while it is sampled (NeuroSim's minimum column latency, 1 ns),
+      cell area ``cell_area_f2``;
     * ``dac_uw`` / ``dac_um2``: power while driving and area of a 1-bit row driver (a ``b``-bit DAC:
       ``dac_uw · 2^(b−1)``, MNSIM's scaling of ISAAC's DACs);
     * calibration: ``energy_factor`` multiplies every energy, ``sensing_latency_factor`` the ADC time.
@@ -105,6 +107,7 @@ class HardwareSpec(Config):
     input_density: float = 0.5
     weight_density: float = 0.5
     t_settle_ns: float = 0.0
+    t_sense_ns: float = 1.0
     cell_area_f2: float = 48.0
     dac_uw: float = 3.9
     dac_um2: float = 0.166
@@ -118,7 +121,7 @@ class HardwareSpec(Config):
             check_range(name, getattr(self, name), 0.0, lo_open=True)
         for name in ("buffer_pj_per_bit", "buffer_um2_per_bit", "interconnect_fj_per_bit_mm", "interconnect_pj_per_bit",
                      "v_read_v", "g_on_us",
-                     "t_settle_ns", "dac_uw", "dac_um2"):  # fmt: skip
+                     "t_settle_ns", "t_sense_ns", "dac_uw", "dac_um2"):  # fmt: skip
             check_range(name, getattr(self, name), 0.0)
         check_range("energy_factor", self.energy_factor, 0.0, lo_open=True)
         check_range("sensing_latency_factor", self.sensing_latency_factor, 0.0, lo_open=True)
@@ -132,9 +135,9 @@ class HardwareSpec(Config):
         check_range("adc_bits", self.adc_bits, 1, 24)
         check_range("input_density", self.input_density, 0.0, 1.0)
         check_range("weight_density", self.weight_density, 0.0, 1.0)
-        ADCS.get(self.adc)  # unknown names fail here, with the allowed ones
-        DIGITAL.get(self.digital)
-        MEMORIES.get(self.dram)
+        for name, reg in (("adc", ADCS), ("digital", DIGITAL), ("dram", MEMORIES)):
+            if getattr(self, name) not in reg:
+                raise ConfigError(f"{name}: {reg_error(reg, getattr(self, name))}")
 
     # ------------------------------------------------------------------ component models
 
@@ -183,6 +186,15 @@ class HardwareSpec(Config):
 
     def label(self) -> str:
         return f"{self.kind.value}:{self.adc if self.is_cim else self.digital}"
+
+
+def reg_error(reg: Registry[Any], name: str) -> str:
+    """The registry's unknown-name message (did-you-mean and the allowed names)."""
+    try:
+        reg.get(name)
+    except ConfigError as e:
+        return str(e)
+    return ""  # pragma: no cover - only called for unknown names
 
 
 SPECS: Registry[HardwareSpec] = Registry("hardware spec")

@@ -18,6 +18,7 @@ from torch import nn
 
 from cimkit.config import Config, check_choice, check_range
 from cimkit.cost import ADDITIVE_FIELDS, SPECS, HardwareSpec, get_spec, price_layer
+from cimkit.cost.estimate import wire_mm
 from cimkit.errors import ConfigError, DataError, did_you_mean, unknown
 from cimkit.mixed._common import as_batches, log
 from cimkit.mixed.allocate import ParetoPoint, pareto_frontier, random_plans, solve_ilp
@@ -198,8 +199,7 @@ class Analysis:
         """Interconnect length of the chip the costs are priced on: ``sqrt(area) / 2`` of the layers'
         crossbars at the spec's own widths (:mod:`cimkit.cost.estimate`)."""
         spec = self.spec
-        area = sum(price_layer(r, spec, distance_mm=0.0).area_mm2 for r in self.table.records)
-        return float(np.sqrt(area) / 2.0)
+        return wire_mm([price_layer(r, spec, distance_mm=0.0) for r in self.table.records])
 
     def cost(self, name: str) -> np.ndarray:
         """The ``(L, B)`` table of cost ``name`` (computed once)."""
