@@ -40,7 +40,6 @@ buffer, the digital units and the model input/output DRAM traffic.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -58,12 +57,19 @@ from cimkit.cost.formulas import (
     dac_energy_pj,
     interconnect_energy_pj,
     read_time_ns,
-    sequential_conversions,
     systolic_cycles,
 )
 from cimkit.cost.handlers import run_handlers
 from cimkit.cost.layers import leaf_record
-from cimkit.cost.record import AREA_COMPONENTS, ENERGY_COMPONENTS, CrossbarMap, LayerCost, area_field, energy_field
+from cimkit.cost.record import (
+    AREA_COMPONENTS,
+    ENERGY_COMPONENTS,
+    ENERGY_FIELDS,
+    CrossbarMap,
+    LayerCost,
+    area_field,
+    energy_field,
+)
 from cimkit.cost.specs import HardwareSpec, get_spec
 from cimkit.cost.storage import values_bytes
 from cimkit.cost.table import CostTable
@@ -140,70 +146,102 @@ def spec_crossbar(rec: LayerCost, spec: HardwareSpec, w_bits: int, a_bits: int) 
                        source="spec")  # fmt: skip
 
 
-def _geometry_counts(m: CrossbarMap, spec: HardwareSpec) -> dict[str, Any]:
-    """Per-(row tile, column block) counts of a crossbar map, as NumPy arrays."""
+@dataclass
+class _MapSums:
+    """Sums over the occupied arrays of a crossbar map (one slice and device; per position and cycle)."""
+
+    conv: float  # Σ_tb g_t c_b: conversions
+    cells: float  # Σ_tb r_t c_b: cell reads
+    rows: float  # Σ_tb r_t: word-line drives
+    arrays: int  # occupied (row tile, column block) pairs
+    accum_cols: float  # Σ_b c_b (Σ_t g_t − 1): partial-sum adds
+    partial_cols: float  # Σ_b c_b Σ_t g_t: partial sums sent to accumulators
+    t_read_ns: float  # the slowest array's reads per position and cycle: max_tb g_t t_read(c_b)
+    drive_ns: float  # mean time a driven row is held (rows-weighted over arrays)
+
+
+def _map_sums(m: CrossbarMap, spec: HardwareSpec, adc_ns: float) -> _MapSums:
+    """The sums of :class:`_MapSums`: closed forms for a fully occupied map, NumPy over the
+    ``(row tile, column block)`` grid when some arrays are empty."""
     g = m.geometry
-    t_idx = np.arange(g.n_tiles)
-    rows_t = np.clip(g.n_in - t_idx * g.ch_per_tile, 0, g.ch_per_tile) * g.ksz  # (T,) rows holding weights
-    cols_b = np.minimum(g.tile_cols, g.n_out - np.arange(g.col_blocks) * g.tile_cols)  # (NB,)
-    occ = np.ones((g.n_tiles, g.col_blocks), dtype=bool) if m.occupancy is None else np.asarray(m.occupancy, bool)
+    pr = spec.parallel_rows if 0 < spec.parallel_rows < g.tile_rows else g.tile_rows
+    n_adc = -(-g.tile_cols // spec.cols_per_adc)
+    if m.occupancy is None:
+        t, nb = g.n_tiles, g.col_blocks
+        r_last = (g.n_in - (t - 1) * g.ch_per_tile) * g.ksz
+        rows = (t - 1) * g.rows + r_last
+        g_full, g_last = -(-g.rows // pr), -(-r_last // pr)
+        g_sum = (t - 1) * g_full + g_last
+        g_max = max(g_full if t > 1 else 0, g_last)
+        c_last = g.n_out - (nb - 1) * g.tile_cols
+        s_full, s_last = -(-g.tile_cols // n_adc), -(-c_last // n_adc)
+        s_max = max(s_full if nb > 1 else 0, s_last)
+        drive = ((nb - 1) * (spec.t_settle_ns + s_full * spec.t_sense_ns) + spec.t_settle_ns + s_last * spec.t_sense_ns) / nb
+        return _MapSums(conv=float(g_sum * g.n_out), cells=float(rows * g.n_out), rows=float(rows * nb), arrays=t * nb,
+                        accum_cols=float(g.n_out * (g_sum - 1)), partial_cols=float(g.n_out * g_sum),
+                        t_read_ns=g_max * read_time_ns(spec, s_max, adc_ns), drive_ns=drive)  # fmt: skip
+    occ = np.asarray(m.occupancy, bool)
     if occ.shape != (g.n_tiles, g.col_blocks):
         raise ConfigError(f"occupancy of shape {occ.shape} does not match {g.n_tiles} row tiles x {g.col_blocks} blocks")
-    pr = spec.parallel_rows if 0 < spec.parallel_rows < g.tile_rows else g.tile_rows
+    occ_f = occ.astype(np.float64)  # (T, NB)
+    rows_t = np.clip(g.n_in - np.arange(g.n_tiles) * g.ch_per_tile, 0, g.ch_per_tile) * g.ksz  # (T,)
+    cols_b = np.minimum(g.tile_cols, g.n_out - np.arange(g.col_blocks) * g.tile_cols)  # (NB,)
     groups_t = -(-rows_t // pr)  # (T,) reads per row tile
-    return {"rows_t": rows_t, "cols_b": cols_b, "occ": occ.astype(np.float64), "groups_t": groups_t}
+    seq_b = -(-cols_b // n_adc)  # (NB,) conversions per ADC and read (sequential_conversions)
+    partials_b = (occ_f * groups_t[:, None]).sum(0)  # (NB,)
+    rows_tb = occ_f * rows_t[:, None]  # (T, NB)
+    drive_b = spec.t_settle_ns + seq_b * spec.t_sense_ns  # (NB,)
+    n_rows = float(rows_tb.sum())
+    return _MapSums(
+        conv=float((occ_f * groups_t[:, None] * cols_b[None, :]).sum()), cells=float((rows_tb * cols_b[None, :]).sum()),
+        rows=n_rows, arrays=int(occ.sum()), accum_cols=float((cols_b * np.maximum(partials_b - 1, 0)).sum()),
+        partial_cols=float((cols_b * partials_b).sum()),
+        t_read_ns=float((occ_f * groups_t[:, None] * read_time_ns(spec, seq_b, adc_ns)[None, :]).max(initial=0.0)),
+        drive_ns=float((rows_tb * drive_b[None, :]).sum() / n_rows) if n_rows else 0.0,
+    )  # fmt: skip
 
 
 def _price_crossbar(rec: LayerCost, m: CrossbarMap, spec: HardwareSpec, w: int, a: int) -> None:
     g = m.geometry
-    k = _geometry_counts(m, spec)
-    rows_t, cols_b, occ, groups_t = k["rows_t"], k["cols_b"], k["occ"], k["groups_t"]
     S, D, P, pos = m.slices, m.devices, m.planes, rec.positions
     adc_bits = m.adc_bits or spec.adc_bits
-    per_rc = occ * cols_b[None, :]  # (T, NB) used columns of occupied arrays
-    conv_tb = float((per_rc * groups_t[:, None]).sum())  # conversions per (position, plane, slice)
-    cells_tb = float((per_rc * rows_t[:, None]).sum())
-    rows_occ = float((occ * rows_t[:, None]).sum())
-    partials_b = (occ * groups_t[:, None]).sum(0)  # (NB,) partial sums per output of each block
-    tiles = int(occ.sum()) * S
+    adc = spec.adc_model
+    adc_ns = adc.latency_ns(adc_bits)
+    k = _map_sums(m, spec, adc_ns)
+    tiles = k.arrays * S
     acc = accumulator_bits(w, a, rec.fan_in)
     rec.hardware = "cim"
     rec.row_tiles, rec.col_blocks, rec.slices, rec.devices, rec.planes = g.n_tiles, g.col_blocks, S, D, P
     rec.tiles, rec.arrays = tiles, tiles * D
-    rec.rows_used, rec.cols_used = int(rows_t.sum()), g.n_out
-    rec.utilisation = cells_tb / (occ.sum() * g.tile_rows * g.tile_cols) if occ.sum() else 0.0
+    rec.rows_used, rec.cols_used = g.n_in * g.ksz, g.n_out
+    rec.utilisation = k.cells / (k.arrays * g.tile_rows * g.tile_cols) if k.arrays else 0.0
     rec.dac_bits, rec.adc_bits = m.dac_bits, adc_bits
-    rec.adc_conversions = int(P * pos * S * conv_tb)
-    rec.cell_reads = int(P * pos * S * D * cells_tb)
-    rec.dac_conversions = int(P * pos * S * D * rows_occ)
+    rec.adc_conversions = int(P * pos * S * k.conv)
+    rec.cell_reads = int(P * pos * S * D * k.cells)
+    rec.dac_conversions = int(P * pos * S * D * k.rows)
     rec.shift_adds = rec.adc_conversions
-    rec.accum_adds = int(pos * float((cols_b * np.maximum(partials_b - 1, 0)).sum()))
+    rec.accum_adds = int(pos * k.accum_cols)
     rec.buffer_bits = int(pos * (rec.rows_used + g.n_out) * a)
-    rec.interconnect_bits = int(pos * (rec.rows_used * a + float((cols_b * partials_b).sum()) * acc))
+    rec.interconnect_bits = int(pos * (rec.rows_used * a + k.partial_cols * acc))
     # time: each array converts its used columns through its ADCs in turn, all arrays in parallel
-    adc_ns = spec.adc_model.latency_ns(adc_bits)
-    seq_b = np.array([sequential_conversions(int(c), g.tile_cols, spec.cols_per_adc) for c in cols_b])  # (NB,)
-    t_read_b = read_time_ns(spec, seq_b, adc_ns)  # (NB,) ns
-    t_tb = occ * groups_t[:, None] * t_read_b[None, :]  # (T, NB)
-    rec.latency_us = pos * P * float(t_tb.max(initial=0.0)) * 1e-3
+    rec.latency_us = pos * P * k.t_read_ns * 1e-3
     # energy windows are the array's, not the converter's: cells conduct while a column is sampled
     # (t_sense_ns); a row stays driven while its array's columns are sampled in turn
-    drive_b = spec.t_settle_ns + seq_b * spec.t_sense_ns  # (NB,) ns
-    read_ns = float((occ * rows_t[:, None] * drive_b[None, :]).sum() / rows_occ) if rows_occ else 0.0
+    arith = spec.arith
     e = {
         "array": cell_energy_pj(rec.cell_reads, spec, spec.t_sense_ns),
-        "adc": adc_energy_pj(rec.adc_conversions, spec, adc_bits, cells_tb / conv_tb if conv_tb else 0.0),
-        "dac": dac_energy_pj(rec.dac_conversions, spec, m.dac_bits, m.bit_serial, read_ns),
-        "accumulation": (rec.shift_adds + rec.accum_adds) * spec.arith.add_energy_pj(acc),
+        "adc": adc_energy_pj(rec.adc_conversions, spec, adc_bits, k.cells / k.conv if k.conv else 0.0),
+        "dac": dac_energy_pj(rec.dac_conversions, spec, m.dac_bits, m.bit_serial, k.drive_ns),
+        "accumulation": (rec.shift_adds + rec.accum_adds) * arith.add_energy_pj(acc),
         "buffer": rec.buffer_bits * spec.buffer_pj_per_bit,
     }
     _set_energy(rec, e)
     n_adc = -(-g.tile_cols // spec.cols_per_adc)
     area = {
         "array": rec.arrays * g.tile_rows * g.tile_cols * spec.cell_area_um2,
-        "adc": tiles * n_adc * spec.adc_model.area_um2(adc_bits),
+        "adc": tiles * n_adc * adc.area_um2(adc_bits),
         "dac": rec.arrays * g.tile_rows * spec.dac_um2 * 2.0 ** (m.dac_bits - 1),
-        "accumulation": tiles * n_adc * spec.arith.add_area_um2(acc),
+        "accumulation": tiles * n_adc * arith.add_area_um2(acc),
     }
     _set_area(rec, area)
 
@@ -243,28 +281,37 @@ def _price_digital(rec: LayerCost, spec: HardwareSpec, w: int, a: int, weights_f
     _set_energy(rec, e)
 
 
+_E_NAME = {c: energy_field(c) for c in ENERGY_COMPONENTS}
+_A_NAME = {c: area_field(c) for c in AREA_COMPONENTS}
+
+
 def _set_energy(rec: LayerCost, e: dict[str, float]) -> None:
+    d = rec.__dict__
     for c, v in e.items():
-        setattr(rec, energy_field(c), v * 1e-6)  # pJ -> µJ
+        d[_E_NAME[c]] = v * 1e-6  # pJ -> µJ
 
 
 def _set_area(rec: LayerCost, a: dict[str, float]) -> None:
+    d = rec.__dict__
     for c, v in a.items():
-        setattr(rec, area_field(c), v * 1e-6)  # µm² -> mm²
+        d[_A_NAME[c]] = v * 1e-6  # µm² -> mm²
+
+
+_HW_FIELDS = ("row_tiles", "col_blocks", "slices", "devices", "planes", "tiles", "arrays", "rows_used", "cols_used",
+              "dac_bits", "adc_bits", "cell_reads", "dac_conversions", "adc_conversions", "shift_adds", "accum_adds",
+              "buffer_bits", "interconnect_bits", "dram_bits")  # fmt: skip
+_RESET: dict[str, Any] = {
+    **dict.fromkeys(_HW_FIELDS, 0), "utilisation": 0.0, "latency_us": 0.0, "energy_uj": 0.0, "area_mm2": 0.0,
+    **{energy_field(c): 0.0 for c in ENERGY_COMPONENTS}, **{area_field(c): 0.0 for c in AREA_COMPONENTS},
+}  # fmt: skip
 
 
 def _blank(rec: LayerCost) -> LayerCost:
     """A copy of ``rec`` with every hardware-dependent field reset."""
-    out = dataclasses.replace(rec, extra=dict(rec.extra))
-    for f in ("row_tiles", "col_blocks", "slices", "devices", "planes", "tiles", "arrays", "rows_used", "cols_used",
-              "dac_bits", "adc_bits", "cell_reads", "dac_conversions", "adc_conversions", "shift_adds", "accum_adds",
-              "buffer_bits", "interconnect_bits", "dram_bits"):  # fmt: skip
-        setattr(out, f, 0)
-    out.utilisation = out.latency_us = out.energy_uj = out.area_mm2 = 0.0
-    for c in ENERGY_COMPONENTS:
-        setattr(out, energy_field(c), 0.0)
-    for c in AREA_COMPONENTS:
-        setattr(out, area_field(c), 0.0)
+    out = object.__new__(LayerCost)
+    out.__dict__.update(rec.__dict__)
+    out.__dict__.update(_RESET)
+    out.extra = dict(rec.extra)
     return out
 
 
@@ -306,8 +353,11 @@ def price_layer(rec: LayerCost, spec: HardwareSpec, *, on_crossbar: bool | None 
 def _finish(rec: LayerCost, spec: HardwareSpec, distance_mm: float) -> None:
     """Interconnect energy over ``distance_mm``, the spec's energy factor, the totals."""
     rec.energy_interconnect_uj = interconnect_energy_pj(rec.interconnect_bits, spec, distance_mm) * 1e-6
-    for c in ENERGY_COMPONENTS:
-        setattr(rec, energy_field(c), getattr(rec, energy_field(c)) * spec.energy_factor)
+    f = spec.energy_factor
+    if f != 1.0:
+        d = rec.__dict__
+        for name in ENERGY_FIELDS:
+            d[name] *= f
     rec.energy_uj = rec.total_energy()
     rec.area_mm2 = rec.total_area()
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = [
-    "ADDITIVE_FIELDS", "AREA_COMPONENTS", "ENERGY_COMPONENTS", "CrossbarMap", "LayerCost", "area_field",
+    "ADDITIVE_FIELDS", "AREA_COMPONENTS", "AREA_FIELDS", "ENERGY_COMPONENTS", "ENERGY_FIELDS", "CrossbarMap", "LayerCost", "area_field",
     "energy_field", "field_unit",
 ]  # fmt: skip
 
@@ -37,6 +37,10 @@ def energy_field(component: str) -> str:
 def area_field(component: str) -> str:
     """``area_<component>_mm2``."""
     return f"area_{component}_mm2"
+
+
+ENERGY_FIELDS = tuple(energy_field(c) for c in ENERGY_COMPONENTS)
+AREA_FIELDS = tuple(area_field(c) for c in AREA_COMPONENTS)
 
 
 @dataclass
@@ -138,11 +142,13 @@ class LayerCost:
 
     def total_energy(self) -> float:
         """Σ of the energy components (µJ)."""
-        return sum(getattr(self, energy_field(c)) for c in ENERGY_COMPONENTS)
+        d = self.__dict__
+        return sum(d[f] for f in ENERGY_FIELDS)
 
     def total_area(self) -> float:
         """Σ of the area components (mm²)."""
-        return sum(getattr(self, area_field(c)) for c in AREA_COMPONENTS)
+        d = self.__dict__
+        return sum(d[f] for f in AREA_FIELDS)
 
 
 # fields that add up over layers (a budget of mixed precision may name any of them)
