@@ -309,12 +309,11 @@ class Analysis:
         """Every layer at ``bits`` (a candidate)."""
         return self.plan(uniform_choice(self.table, bits), f"uniform-{bits}")
 
-    def random(self, size_bytes: float, n: int, *, seed: int = 0, min_fraction: float = 0.95) -> list[BitPlan]:
-        """``n`` random plans with weight size in [min_fraction·size_bytes, size_bytes]."""
-        ch = random_plans(
-            self.cost("size_bytes"), size_bytes, n, seed=seed, min_fraction=min_fraction, ties=self._ties(None)
-        )
-        return [self.plan(c, "random", {"size_bytes": size_bytes}) for c in ch]
+    def random(self, budget: float, n: int, *, seed: int = 0, min_fraction: float = 0.95,
+               cost: str = "size_bytes") -> list[BitPlan]:  # fmt: skip
+        """``n`` random plans with total ``cost`` (default: storage) in [min_fraction·budget, budget]."""
+        ch = random_plans(self.cost(cost), budget, n, seed=seed, min_fraction=min_fraction, ties=self._ties(None))
+        return [self.plan(c, "random", {cost: budget}) for c in ch]
 
     def pareto(self, cost: str = "size_bytes", max_points: int | None = 2000) -> list[ParetoPoint]:
         """The exact (ΣΩ, Σcost) Pareto frontier (HAWQ-V2), cheapest first."""
