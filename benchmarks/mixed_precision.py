@@ -6,32 +6,40 @@ For MNIST and Fashion-MNIST with the BatchNorm CNN ``vgg_small`` (all figures fr
 
 1. train the fp32 baseline on the training set minus its last 5000 images (held out for validation);
    Hutchinson traces per layer (HAWQ-V2 stopping rule);
-2. at the weight size of uniform 3-bit and of uniform 4-bit weights (8-bit activations): the Hessian
-   ILP plan, the uniform plan and 5 random plans of the same size (cost in [0.95, 1]·budget), each
-   with per-channel MSE-optimal weight ranges, calibrated on the same batches and fine-tuned with the
-   same QAT budget (80 Adam steps of 128 images, cosine). Protocol, fixed before its first run:
-   the QAT learning rate is tuned *for the uniform baseline* (grid 1e-5..3e-4, its validation
-   accuracy) and then used for every plan at that budget; Hessian and uniform plans are fine-tuned
-   with 3 paired seeds (same data order and dropout stream per seed), random plan i with seed i mod 3;
-   goals compare mean test accuracies and the paired standard error is printed beside them;
-   For the Hessian and uniform plans also a diagnostic: PTQ with only the BatchNorm statistics re-estimated
-   on the QAT images (``cimkit.quant.reestimate_bn_``), no weight update;
+2. three budgets, candidates {2, 3, 4, 6, 8} bits, 8-bit activations (protocol 3, written down in
+   ``docs/notes.md`` before its first run): the storage of uniform 2-bit and of uniform 3-bit weights
+   (``size_bytes`` of the Linear/Conv layers, :func:`cimkit.cost.storage_bytes`), and the energy per
+   inference of uniform W4A8 on the ``rram_22nm`` CIM spec (``energy_uj`` of the Linear/Conv layers,
+   :mod:`cimkit.cost`). At each budget: the Hessian ILP plan, the uniform plan that defines the budget
+   and 5 random plans whose cost lies in [0.95, 1]·budget, each with per-channel MSE-optimal weight
+   ranges, calibrated on the same batches and fine-tuned with the same QAT budget (80 Adam steps of 128
+   images, cosine). The QAT learning rate is tuned *for the uniform baseline* (grid 1e-5..3e-4, its
+   validation accuracy) and then used for every plan at that budget; Hessian and uniform plans are
+   fine-tuned with 3 paired seeds (same data order and dropout stream per seed), random plan i with
+   seed i mod 3; every difference is reported with its paired standard error (Hessian − uniform over
+   the 3 seeds; Hessian − random over the 5 random plans, each against the Hessian plan at its seed).
+   A budget that admits only one plan (the storage of uniform 2-bit weights when 2 bits is the smallest
+   candidate) is flagged ``degenerate``: every plan there is the uniform plan, and identical plans are
+   fine-tuned once per seed (QAT is deterministic on CPU). For the Hessian and uniform plans also a
+   diagnostic: PTQ with only the BatchNorm statistics re-estimated on the QAT images
+   (``cimkit.quant.reestimate_bn_``), no weight update;
 3. W8A8 PTQ calibrated on ZeroQ distilled data vs on the same number of real training images;
 4. if PyHessian is importable: per-layer traces at equal probe counts (common random numbers: both
    use the same Rademacher probes) and wall time (PyHessian needs one run per layer).
 
+The plans, their quantization and QAT go through the public API users call
+(``cimkit.mixed.analyze`` / ``Analysis.allocate`` / ``BitPlan.apply``, ``cimkit.train.fit``).
+
 Two learning-rate rules (``--lr-rule``); everything else is identical between them:
 
-* ``uniform`` (protocol 1, the default; ``results/mixed_precision.json``): as above, the lr tuned for the
+* ``uniform`` (the default; ``results/mixed_precision.json``): as above, the lr tuned for the
   uniform plan is used by every plan at that budget. This favours the baseline.
-* ``own`` (protocol 2, written down on 2026-11-22 after protocol 1's first run and before its own first
-  run; ``results/mixed_precision_own_lr.json``): every plan -- Hessian, uniform and each random plan --
-  picks its QAT lr from the same grid by its *own* validation accuracy at seed 0 (ties: the lower lr), then
-  is fine-tuned with it on its seeds. Equal tuning effort per method is the usual fair comparison.
-  Reason for the change: under protocol 1 the uniform-tuned lr at the W4 size was the grid's lowest
-  (1e-5), so QAT mostly re-estimated BatchNorm statistics, and a plan whose error sits in a layer with no
-  BatchNorm after it could not be fine-tuned at its own best rate. Same goals, one run, its figures
-  reported whatever they show, beside protocol 1's.
+* ``own`` (``results/mixed_precision_own_lr.json``): every plan -- Hessian, uniform and each random
+  plan -- picks its QAT lr from the same grid by its *own* validation accuracy at seed 0 (ties: the
+  lower lr), then is fine-tuned with it on its seeds (equal tuning effort per method).
+
+Earlier protocols (1 and 2: budgets at the sizes of uniform 3- and 4-bit weights) and their results
+are described in ``docs/notes.md``.
 """
 
 from __future__ import annotations
@@ -62,7 +70,13 @@ QUICK = dict(train_epochs=1, train_n=6000, val_n=1000, hessian_samples=128, prob
              qat_seeds=2, qat_lrs=(1e-4, 3e-4), test_n=2000, zeroq_samples=64, zeroq_iters=60, pyh_samples=64,
              pyh_probes=8)  # fmt: skip
 DATASETS = ("mnist", "fashion-mnist")
-BUDGET_BITS = (3, 4)
+ENERGY_SPEC = "rram_22nm"  # the CIM spec of the energy budget
+# (cost, uniform bits that define the budget, what it is): protocol 3
+BUDGETS = (
+    ("size_bytes", 2, "size of uniform W2A8"),
+    ("size_bytes", 3, "size of uniform W3A8"),
+    ("energy_uj", 4, f"energy of uniform W4A8 on {ENERGY_SPEC}"),
+)
 SEED = 0
 W_OBSERVER = "mse"  # weight ranges of every plan (MSE-optimal per channel); Ω uses the same quantizer
 
@@ -92,15 +106,19 @@ def _finetuned(
     return model.eval()
 
 
+def _key(plan: BitPlan) -> tuple:
+    return tuple(sorted(plan.layer_bits.items()))
+
+
 def _tune_lr(base: nn.Module, plan: BitPlan, calib: list[torch.Tensor], data: Any, p: dict, val: TensorLoader,
-             rep: _bench.Report, ds: str, bits: int, label: str) -> tuple[float, nn.Module]:  # fmt: skip
+             rep: _bench.Report, ds: str, tag: str, label: str) -> tuple[float, nn.Module]:  # fmt: skip
     """The QAT learning rate of the grid that maximizes ``plan``'s validation accuracy at seed 0 (ties: the lower
     lr), and the seed-0 model fine-tuned with it (QAT is deterministic on CPU, so the run is not repeated)."""
     best_lr, best, best_model = p["qat_lrs"][0], -1.0, None
     for lr in sorted(p["qat_lrs"]):
         model = _finetuned(base, plan, calib, data, p, lr, 0)
         acc = evaluate(model, val)["accuracy"]
-        rep.row(dataset=ds, part=f"qat-lr W{bits}", method=label, lr=lr, val_accuracy=acc)
+        rep.row(dataset=ds, part=f"qat-lr {tag}", method=label, lr=lr, val_accuracy=acc)
         if acc > best:
             best_lr, best, best_model = lr, acc, model
     assert best_model is not None
@@ -109,7 +127,7 @@ def _tune_lr(base: nn.Module, plan: BitPlan, calib: list[torch.Tensor], data: An
 
 def _plan_accuracy(
     base: nn.Module, plan: BitPlan, calib: list[torch.Tensor], data: Any, p: dict, lr: float, seeds: list[int],
-    ptq: bool = True, seed0_model: nn.Module | None = None,
+    ptq: bool = True, seed0_model: nn.Module | None = None, cache: dict | None = None,
 ) -> dict[str, Any]:  # fmt: skip
     """PTQ and per-seed QAT test accuracy; ``seed0_model`` (already fine-tuned at ``lr``, seed 0) is reused.
     With ``ptq`` also a diagnostic: the PTQ model with only its BatchNorm statistics re-estimated on the QAT
@@ -123,9 +141,15 @@ def _plan_accuracy(
         n = p["qat_steps"] * 128
         reestimate_bn_(model, [data.x_train[i : i + 128] for i in range(0, n, 128)])
         out["bn_only_accuracy"] = evaluate(model, test)["accuracy"]
-    models = (seed0_model if s == 0 and seed0_model is not None else _finetuned(base, plan, calib, data, p, lr, s)
-              for s in seeds)  # fmt: skip
-    out["qat_per_seed"] = [evaluate(m, test)["accuracy"] for m in models]
+    cache = {} if cache is None else cache
+    per_seed = []
+    for s in seeds:  # an identical plan at the same lr and seed is fine-tuned once (QAT is deterministic on CPU)
+        key = (_key(plan), lr, s)
+        if key not in cache:
+            m = seed0_model if s == 0 and seed0_model is not None else _finetuned(base, plan, calib, data, p, lr, s)
+            cache[key] = evaluate(m, test)["accuracy"]
+        per_seed.append(cache[key])
+    out["qat_per_seed"] = per_seed
     out["qat_accuracy"] = float(np.mean(out["qat_per_seed"]))
     return out
 
@@ -219,9 +243,8 @@ def run_dataset(ds: str, p: dict, rep: _bench.Report, args: Any) -> None:
     # --- Hessian analysis on training samples outside the QAT data (just before the validation split)
     hs = p["hessian_samples"]
     hx, hy = xt[-hs:], yt[-hs:]
-    cfg = MixedConfig(
-        probes=p["probes"], hessian_samples=hs, hessian_batch_size=128, a_bits=8, w_observer=W_OBSERVER, seed=SEED
-    )
+    cfg = MixedConfig(probes=p["probes"], hessian_samples=hs, hessian_batch_size=128, a_bits=8, w_observer=W_OBSERVER,
+                      seed=SEED, spec=ENERGY_SPEC)  # fmt: skip
     t0 = time.perf_counter()
     analysis = analyze(model, (hx, hy), cfg, progress=False)
     t_h = time.perf_counter() - t0
@@ -237,12 +260,18 @@ def run_dataset(ds: str, p: dict, rep: _bench.Report, args: Any) -> None:
         acc = evaluate(m, test)["accuracy"]
         rep.row(dataset=ds, part="uniform-ptq", method=f"W{b}A8", size_bytes=up.size_bytes, ptq_accuracy=acc)
 
-    for bits in BUDGET_BITS:
-        budget = analysis.uniform_cost("size_bytes", bits)
-        plans = [("hessian", analysis.allocate({"size_bytes": budget})), (f"uniform-{bits}", analysis.uniform(bits))]
-        plans += [(f"random-{i}", rp) for i, rp in enumerate(analysis.random(budget, p["n_random"], seed=SEED + bits))]
-        # protocol 1: every plan uses the lr tuned for uniform; protocol 2: each plan tunes its own
-        tuned = {label: _tune_lr(model, plan, calib, data, p, val, rep, ds, bits, label)
+    rule = "lr tuned per plan" if args.lr_rule == "own" else "lr tuned for uniform"
+    cache: dict = {}
+    for cost, bits, what in BUDGETS:
+        tag = f"{'size' if cost == 'size_bytes' else 'energy'}-W{bits}"
+        budget = analysis.uniform_cost(cost, bits)
+        hess, uni = analysis.allocate({cost: budget}), analysis.uniform(bits)
+        randoms = analysis.random(budget, p["n_random"], seed=SEED + bits + (100 if cost != "size_bytes" else 0),
+                                  cost=cost)  # fmt: skip
+        degenerate = all(_key(x) == _key(uni) for x in (hess, *randoms))
+        plans = [("hessian", hess), (f"uniform-{bits}", uni)] + [(f"random-{i}", rp) for i, rp in enumerate(randoms)]
+        # protocol "uniform": every plan uses the lr tuned for uniform; "own": each plan tunes its own
+        tuned = {label: _tune_lr(model, plan, calib, data, p, val, rep, ds, tag, label)
                  for label, plan in (plans if args.lr_rule == "own" else plans[1:2])}  # fmt: skip
         seeds = list(range(p["qat_seeds"]))
         res = {}
@@ -250,24 +279,29 @@ def run_dataset(ds: str, p: dict, rep: _bench.Report, args: Any) -> None:
             lr, seed0 = tuned[label] if label in tuned else (tuned[plans[1][0]][0], None)
             rnd_i = int(label.split("-")[1]) if label.startswith("random") else None
             run_seeds = seeds if rnd_i is None else [rnd_i % len(seeds)]
-            r = _plan_accuracy(model, plan, calib, data, p, lr, run_seeds, ptq=rnd_i is None, seed0_model=seed0)
-            res[label] = r
-            rep.row(dataset=ds, part=f"budget W{bits}", method=label, size_bytes=plan.size_bytes,
-                    bits="/".join(str(v) for v in plan.layer_bits.values()), omega=plan.omega,
-                    ptq_accuracy=r.get("ptq_accuracy", ""), bn_only_accuracy=r.get("bn_only_accuracy", ""), qat_lr=lr, qat_seeds=run_seeds,
-                    qat_per_seed=r["qat_per_seed"], qat_accuracy=r["qat_accuracy"])  # fmt: skip
+            r = _plan_accuracy(model, plan, calib, data, p, lr, run_seeds, ptq=rnd_i is None, seed0_model=seed0,
+                               cache=cache)  # fmt: skip
+            res[label] = {**r, "seeds": run_seeds}
+            rep.row(dataset=ds, part=f"budget {tag}", method=label, budget=what, size_bytes=plan.size_bytes,
+                    energy_uj=plan.costs.get("energy_uj", ""), bits="/".join(str(v) for v in plan.layer_bits.values()),
+                    omega=plan.omega, ptq_accuracy=r.get("ptq_accuracy", ""),
+                    bn_only_accuracy=r.get("bn_only_accuracy", ""), qat_lr=lr, qat_seeds=run_seeds,
+                    qat_per_seed=r["qat_per_seed"], qat_accuracy=r["qat_accuracy"], degenerate=degenerate)  # fmt: skip
         mp = np.array(res["hessian"]["qat_per_seed"])
-        uni = np.array(res[f"uniform-{bits}"]["qat_per_seed"])
-        rnd = float(np.mean([res[k]["qat_accuracy"] for k in res if k.startswith("random")]))
-        d = 100 * (mp - uni)  # paired by seed
+        uni_acc = np.array(res[f"uniform-{bits}"]["qat_per_seed"])
+        d = 100 * (mp - uni_acc)  # paired by seed
         se = float(np.std(d, ddof=1) / np.sqrt(len(d))) if len(d) > 1 else float("nan")
-        rep.row(dataset=ds, part="goal-detail", method=f"W{bits}", hessian_minus_uniform=float(d.mean()),
-                paired_se=se, hessian_minus_random=100 * (mp.mean() - rnd), seeds=len(d))  # fmt: skip
-        rule = "lr tuned per plan" if args.lr_rule == "own" else "lr tuned for uniform"
-        rep.goal(f"{ds} @ size of uniform W{bits}A8 ({rule}): Hessian MP − uniform, mean QAT accuracy over {len(d)} "
-                 f"seeds (points; paired s.e. {se:.3f})", float(d.mean()), "> 0", d.mean() > 0)  # fmt: skip
-        rep.goal(f"{ds} @ size of uniform W{bits}A8 ({rule}): Hessian MP (mean of {len(d)} seeds) − mean of "
-                 f"{p['n_random']} random plans (points)", 100 * (mp.mean() - rnd), "> 0", mp.mean() > rnd)  # fmt: skip
+        # Hessian vs each random plan, paired by the random plan's seed
+        dr = np.array([100 * (mp[res[k]["seeds"][0]] - res[k]["qat_per_seed"][0]) for k in res if k.startswith("random")])
+        se_r = float(np.std(dr, ddof=1) / np.sqrt(len(dr))) if len(dr) > 1 else float("nan")
+        rep.row(dataset=ds, part="goal-detail", method=tag, budget=what, hessian_minus_uniform=float(d.mean()),
+                paired_se=se, hessian_minus_random=float(dr.mean()), random_paired_se=se_r, seeds=len(d),
+                degenerate=degenerate)  # fmt: skip
+        flag = "; degenerate: no other plan fits this budget" if degenerate else ""
+        rep.goal(f"{ds} @ {what} ({rule}{flag}): Hessian MP − uniform, mean QAT accuracy over {len(d)} seeds "
+                 f"(points; paired s.e. {se:.3f})", float(d.mean()), "> 0", d.mean() > 0)  # fmt: skip
+        rep.goal(f"{ds} @ {what} ({rule}{flag}): Hessian MP − {len(dr)} random plans, each paired with the Hessian "
+                 f"plan at its seed (points; paired s.e. {se_r:.3f})", float(dr.mean()), "> 0", dr.mean() > 0)  # fmt: skip
 
     # --- ZeroQ: W8A8 PTQ calibrated on distilled data vs on real data (same count)
     t0 = time.perf_counter()
@@ -300,9 +334,9 @@ def _panels(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             pnl["fp32"] = r["accuracy"]
         elif part == "uniform-ptq":
             pnl["uniform_ptq"].append((r["size_bytes"], r["ptq_accuracy"], int(r["method"][1:].split("A")[0])))
-        elif part.startswith("budget W"):
+        elif part.startswith("budget "):
             ptq = r.get("ptq_accuracy")
-            pnl["points"].append({"budget": int(part[len("budget W"):]), "method": r["method"].split("-")[0],
+            pnl["points"].append({"budget": part[len("budget "):], "method": r["method"].split("-")[0],
                                   "size": r["size_bytes"], "acc": r["qat_accuracy"],
                                   "ptq": ptq if isinstance(ptq, float) else None})  # fmt: skip
     return list(out.values())
@@ -334,7 +368,7 @@ def _plot(panels: list[dict[str, Any]], path: Path) -> None:
         lo = min(100 * v for q in pnl["points"] for v in (q["acc"], q["ptq"]) if v is not None)
         ax.set_ylim(max(lo - 1, 100 * min(a for _, a, _ in u) - 1), 100 * pnl["fp32"] + 0.6)
         ax.set_title(f"{pnl['dataset']}, vgg_small, A8")
-        ax.set_xlabel("weight size of Linear/Conv layers (kB)")
+        ax.set_xlabel("storage of the Linear/Conv layers (kB)")
         ax.set_ylabel("test accuracy (%)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8, loc="lower right")

@@ -130,23 +130,38 @@ def _mixed_parts(r: dict[str, Any]) -> dict[tuple[str, str], list[dict[str, Any]
     return parts
 
 
+def _budget_tags(parts: dict[tuple[str, str], list[dict[str, Any]]], ds: str) -> list[str]:
+    """The budgets of a dataset in run order: ``W3``, ``W4`` (protocols 1-2) or ``size-W2``,
+    ``size-W3``, ``energy-W4`` (protocol 3)."""
+    return [part[len("budget "):] for (d, part) in parts if d == ds and part.startswith("budget ")]
+
+
 def _mixed(name: str, own_lr: bool) -> str:
     r = load(name)
     parts = _mixed_parts(r)
     rows = []
     for ds in dict.fromkeys(x["dataset"] for x in r["rows"] if "dataset" in x):
         fp32 = parts[(ds, "fp32")][0]["accuracy"]
-        uniform_size = {x["method"]: x["size_bytes"] for x in parts[(ds, "uniform-ptq")]}
-        for bits in (3, 4):
-            plans = {x["method"]: x for x in parts[(ds, f"budget W{bits}")]}
-            h, u = plans["hessian"], plans[f"uniform-{bits}"]
+        for tag in _budget_tags(parts, ds):
+            plans = {x["method"]: x for x in parts[(ds, f"budget {tag}")]}
+            h = plans["hessian"]
+            u = next(x for k, x in plans.items() if k.startswith("uniform-"))
+            bits = int(u["method"].split("-")[1])
             rand = [x for k, x in plans.items() if k.startswith("random-")]
             racc = [x["qat_accuracy"] for x in rand]
-            detail = next(x for x in parts[(ds, "goal-detail")] if x["method"] == f"W{bits}")
-            head = [f"{ds} (fp32 {pct(fp32)})", f"W{bits}: {uniform_size[f'W{bits}A8'] / 1000:.1f} kB"]
+            detail = next(x for x in parts[(ds, "goal-detail")] if x["method"] in (tag, f"W{bits}"))
+            if tag.startswith("energy"):
+                what = f"W{bits}A8 energy: {u['energy_uj']:.3g} µJ"
+            else:
+                what = f"W{bits}{' storage' if tag.startswith('size') else ''}: {u['size_bytes'] / 1000:.1f} kB"
+            if detail.get("degenerate"):
+                what += " (one plan fits)"
+            head = [f"{ds} (fp32 {pct(fp32)})", what]
             plan = f"{h['bits']} ({h['size_bytes'] / 1000:.1f} kB)"
             diff = f"{num(detail['hessian_minus_uniform'], sign=True)} ± {detail['paired_se']:.2f}"
             randcol = f"{pct(sum(racc) / len(racc))} ({100 * min(racc):.2f}–{100 * max(racc):.2f})"
+            if "random_paired_se" in detail:
+                randcol += f"; Hessian − random {num(detail['hessian_minus_random'], sign=True)} ± {detail['random_paired_se']:.2f}"
             if own_lr:
                 lrs = f"{h['qat_lr']:.0e} / {u['qat_lr']:.0e} / " + "/".join(f"{x['qat_lr']:.0e}" for x in rand)
                 rows.append([*head, plan, lrs, f"**{pct(h['qat_accuracy'])}**", pct(u["qat_accuracy"]), diff, randcol])
@@ -155,16 +170,59 @@ def _mixed(name: str, own_lr: bool) -> str:
                              f"**{pct(h['qat_accuracy'])}**", pct(u["ptq_accuracy"]), pct(u["bn_only_accuracy"]),
                              pct(u["qat_accuracy"]), diff, randcol])  # fmt: skip
     if own_lr:
-        headers = ["dataset", "budget (weight size)", "Hessian plan (bits per layer)",
+        headers = ["dataset", "budget", "Hessian plan (bits per layer)",
                    "QAT lr: Hessian / uniform / random plans", "MP + QAT", "uniform + QAT",
                    "Hessian − uniform, points (± paired s.e.)", "5 random plans + QAT, mean (min–max)"]  # fmt: skip
     else:
-        headers = ["dataset", "budget (weight size)", "QAT lr (tuned for uniform)", "Hessian plan (bits per layer)",
+        headers = ["dataset", "budget", "QAT lr (tuned for uniform)", "Hessian plan (bits per layer)",
                    "MP PTQ", "MP PTQ + BN re-est.", "MP + QAT", "uniform PTQ", "uniform PTQ + BN re-est.",
                    "uniform + QAT", "Hessian − uniform, points (± paired s.e.)",
                    "5 random plans + QAT, mean (min–max)"]  # fmt: skip
     total = parts[("", "total")][0]["seconds"]
     return table(headers, rows) + "\n\n" + source(name) + f" Whole run: {total:.0f} s."
+
+
+def t_cost_fidelity() -> str:
+    """VGG-8 on the NeuroSim Table VII presets against the table."""
+    r = load("cost_model")
+    rows = []
+    for x in (x for x in r["rows"] if x.get("part") == "fidelity"):
+        for key, what, ref in (("tops_w", "TOPS/W", "ref_tops_w"), ("tops", "TOPS", "ref_tops"),
+                               ("area_mm2", "area (mm²)", "ref_area_mm2")):  # fmt: skip
+            dev = x[key] / x[ref] - 1
+            rows.append([f"`{x['spec']}`", what, num_g(x[key]), num_g(x[ref]), num(100 * dev, 1, sign=True) + " %"])
+        rows.append([f"`{x['spec']}`", "energy per image (µJ)", num_g(x["energy_uj"]),
+                     num_g(2 * x["macs"] / (x["ref_tops_w"] * 1e12) * 1e6), ""])  # fmt: skip
+        rows.append([f"`{x['spec']}`", "ADC share of the energy", pct(x["adc_share"]), "not published", ""])
+    return table(["preset", "figure", "cimkit", "NeuroSim V1.4 Table VII", "deviation"], rows, "llrrr") + \
+        "\n\n" + source("cost_model")
+
+
+def t_cost_shares() -> str:
+    """The energy split of VGG-8 on the Table VII presets."""
+    r = load("cost_model")
+    comps = ("array", "adc", "dac", "accumulation", "digital", "buffer", "interconnect", "dram")
+    rows = [[f"`{x['spec']}`", *(pct(x[f"share_{c}"]) for c in comps)] for x in r["rows"] if x.get("part") == "fidelity"]
+    return table(["preset", *comps], rows, "l" + "r" * len(comps)) + "\n\n" + source("cost_model")
+
+
+def t_cost_speed() -> str:
+    r = load("cost_model")
+    rows = [[x["model"], str(x["weighted_layers"]), f"{x['layer_evaluations_per_cpu_s']:,.0f}",
+             f"{x['layer_evaluations_per_s_wall']:,.0f}", f"{1000 * x['estimate_s']:.1f}", f"{1000 * x['forward_s']:.1f}"]
+            for x in r["rows"] if x.get("part") == "speed"]  # fmt: skip
+    load_row = next(x for x in r["rows"] if x.get("part") == "total")
+    return table(["model", "Linear/Conv layers", "layer evaluations per CPU s", "per wall-clock s",
+                  "whole estimate (ms)", "one forward pass (ms)"], rows, "lrrrrr") + "\n\n" + source("cost_model") + \
+        f" Load average at the start: {load_row['load_1min']:.1f} (1 min)."  # fmt: skip
+
+
+def t_cost_adcs() -> str:
+    r = load("cost_model")
+    rows = [[f"`{x['model']}`", f"{x['energy_8b_pj']:.4g}", f"{x['energy_4b_pj']:.4g}", f"{x['latency_8b_ns']:.3g}",
+             f"{x['area_8b_um2']:.4g}"] for x in r["rows"] if x.get("part") == "adc"]  # fmt: skip
+    return table(["ADC model", "8 b (pJ)", "4 b (pJ)", "8 b latency (ns)", "8 b area (µm²)"], rows, "lrrrr") + \
+        "\n\n" + source("cost_model") + " Without a column resistance (the NeuroSim models' column term off)."
 
 
 def t_mixed_p1() -> str:
@@ -287,6 +345,10 @@ TABLES: dict[str, Callable[[], str]] = {
     "zeroq": t_zeroq,
     "pyhessian": t_pyhessian,
     "goals": t_goals,
+    "cost-fidelity": t_cost_fidelity,
+    "cost-shares": t_cost_shares,
+    "cost-speed": t_cost_speed,
+    "cost-adcs": t_cost_adcs,
 }
 
 

@@ -1,4 +1,5 @@
-"""Command line: ``cimkit run [EXPERIMENT.toml]``, ``cimkit list TOPIC [PATTERN]``, ``cimkit config``."""
+"""Command line: ``cimkit run [EXPERIMENT.toml]``, ``cimkit list TOPIC [PATTERN]``, ``cimkit config``, and
+the subcommands concerns register (:data:`cimkit.plugins.COMMANDS`, e.g. ``cimkit cost``)."""
 
 from __future__ import annotations
 
@@ -136,6 +137,12 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("config", help="print an experiment's full config as TOML (default: the built-in one)")
     c.add_argument("experiment", nargs="?")
     c.set_defaults(func=_cmd_config)
+
+    from cimkit.plugins import COMMANDS, load_plugins
+
+    load_plugins()
+    for name in COMMANDS:  # subcommands of the concerns (e.g. ``cimkit cost``)
+        COMMANDS.get(name)(sub)
     return p
 
 

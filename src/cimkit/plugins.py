@@ -3,8 +3,9 @@
 Every subpackage of ``cimkit`` with a ``plugin`` module (``cimkit/quant/plugin.py``, ...) and every
 module named by an installed package's ``cimkit.plugins`` entry point is imported once by
 :func:`load_plugins`. Importing a plugin module registers what it brings: variant kinds, pipeline
-steps, evaluation protocols, transforms, models, presets and ``cimkit list`` topics
-(:data:`TOPICS`). A third-party package adds a concern with one entry point::
+steps, evaluation protocols, transforms, models, presets, ``cimkit list`` topics (:data:`TOPICS`)
+and ``cimkit`` subcommands (:data:`COMMANDS`). A third-party package adds a concern with one entry
+point::
 
     [project.entry-points."cimkit.plugins"]
     mything = "mypackage.cimkit_plugin"
@@ -18,6 +19,7 @@ import importlib.util
 import logging
 import pkgutil
 from collections.abc import Callable
+from typing import Any
 
 import cimkit
 from cimkit.registry import Registry
@@ -28,6 +30,10 @@ ENTRY_POINT_GROUP = "cimkit.plugins"
 
 # ``cimkit list TOPIC [PATTERN]``: topic -> describe(pattern) -> [(name, description)]
 TOPICS: Registry[Callable[[str], list[tuple[str, str]]]] = Registry("list topic", loader=lambda: load_plugins())
+
+# ``cimkit NAME ...``: name -> add(subparsers) that adds the subcommand's parser and sets its
+# ``func(args) -> int`` (``parser.set_defaults(func=...)``); :func:`cimkit.cli.build_parser` calls it
+COMMANDS: Registry[Callable[[Any], None]] = Registry("command")
 
 _loaded: set[str] = set()
 _loading = False

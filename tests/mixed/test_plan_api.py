@@ -18,6 +18,7 @@ from cimkit.mixed import (
     tiles_formula,
 )
 from cimkit.quant import account, layer_bits, quantized_layers
+from cimkit.quant.accounting import planned_size_bytes
 
 torch.set_num_threads(1)
 
@@ -161,8 +162,11 @@ def test_mixed_precision_respects_budget_and_matches_quant_accounting(trained):
         qmodel.load_state_dict(model.state_dict())
         plan.apply(qmodel.eval(), [x[:64]])
         assert {n: wb for n, (wb, _) in layer_bits(qmodel).items()} == plan.layer_bits
-        tot = account(qmodel, x[:1]).total
-        assert tot["weight_bits"] / 8 == pytest.approx(plan.size_bytes)
+        rep = account(qmodel, x[:1])
+        tot = rep.total
+        # one definition of size_bytes: the plan's figure is the quantized layers' storage in account()
+        assert sum(r["size_bytes"] for r in rep.layers) == pytest.approx(plan.size_bytes)
+        assert tot["weight_bits"] / 8 < plan.size_bytes  # weights plus scales, biases and activation grids
         assert tot["bops"] == pytest.approx(plan.bops)
         assert len(quantized_layers(qmodel)) == 4
     # budgets combine: BOPs and tiles too
@@ -215,7 +219,7 @@ def test_one_call_with_apply_qat_and_data_free(trained):
         fresh.eval(), None, {"size_uniform_bits": 4}, input_shape=(1, 8, 8), progress=False, **FAST
     )
     assert set(plan_free.layer_bits) == set(plan.layer_bits)
-    uniform4 = sum(i.params for i in layer_infos(model, x[:1])) * 4 / 8
+    uniform4 = sum(planned_size_bytes(i.params, i.cols, i.bias, 4) for i in layer_infos(model, x[:1]))
     assert plan_free.size_bytes <= uniform4 and plan.size_bytes <= uniform4
     assert not quantized_layers(fresh)  # apply=False leaves the model alone
     with pytest.raises(DataError, match="input_shape"):

@@ -144,7 +144,7 @@ class AnalogVariant(Variant):
             "mapping": acfg.base_mapping().to_dict(), "device_config": acfg.base_device().to_dict(),
             "hwa_fit": {k: v for k, v in fit_summary.items() if k in ("seconds", "history")},
         })  # fmt: skip
-        return VariantResult(metrics=metrics, units=units, details=details)
+        return VariantResult(metrics=metrics, units=units, details=details, model=state.model)
 
     def check(self, model: nn.Module, example: Any) -> None:
         convert_(copy.deepcopy(model), self.cfg.analog_config(), self.cfg.filter_fn())

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from cimkit.config import Config, check_range
-from cimkit.errors import ConfigError
+from cimkit.errors import ConfigError, did_you_mean, unknown
+from cimkit.experiment.hooks import CONCERN_SETTINGS
 from cimkit.train import TrainConfig
 from cimkit.utils import MAX_THREADS
 
@@ -35,9 +37,10 @@ class VariantSpec:
 class ExperimentConfig(Config):
     """One experiment: train ``model`` on ``dataset`` with ``train``, then evaluate every variant.
 
-    TOML layout: top-level keys below, a ``[train]`` table (:class:`cimkit.train.TrainConfig`) and
+    TOML layout: top-level keys below, a ``[train]`` table (:class:`cimkit.train.TrainConfig`),
     ``[[variants]]`` tables, each with ``kind`` (see ``cimkit list variants``), an optional ``name``,
-    and that kind's own fields.
+    and that kind's own fields, and one table per concern that registered settings
+    (:data:`cimkit.experiment.hooks.CONCERN_SETTINGS`, e.g. ``[cost]``), kept in ``concerns``.
     """
 
     name: str = "digits_small_cnn"
@@ -54,6 +57,36 @@ class ExperimentConfig(Config):
     eval_batch_size: int = 1000
     train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=15, batch_size=64, lr=3e-3))
     variants: list[dict[str, Any]] = field(default_factory=lambda: [dict(v) for v in DEFAULT_VARIANTS])
+    concerns: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], *, where: str = "") -> ExperimentConfig:
+        """As :meth:`Config.from_dict`, with every concern's top-level table (``[cost]``) collected
+        into ``concerns``."""
+        if isinstance(data, Mapping):
+            own = list(cls.__dataclass_fields__)
+            data = dict(data)
+            concerns = dict(data.pop("concerns", None) or {})
+            for k in list(data):
+                if k not in own and k in CONCERN_SETTINGS:
+                    concerns[k] = data.pop(k)
+            for k in data:
+                if k not in own:
+                    allowed = [f for f in own if f != "concerns"] + list(CONCERN_SETTINGS)
+                    raise ConfigError(f"{where}{k}: unknown key for ExperimentConfig{did_you_mean(k, allowed)}; "
+                                      f"allowed: {', '.join(allowed)}")  # fmt: skip
+            data["concerns"] = concerns
+        return super().from_dict(data, where=where)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict with every concern's table at the top level (as in the TOML file)."""
+        d = super().to_dict()
+        d.update(d.pop("concerns", {}))
+        return d
+
+    def settings(self, concern: str) -> Config:
+        """The validated settings of ``concern`` (its defaults when the file has no table for it)."""
+        return CONCERN_SETTINGS.get(concern).from_dict(self.concerns.get(concern, {}), where=f"{concern}.")
 
     def __post_init__(self) -> None:
         from cimkit.data import DATASETS
@@ -77,6 +110,12 @@ class ExperimentConfig(Config):
                 f"model: '{self.model}' takes {model_input_kind(self.model)} inputs but dataset "
                 f"'{self.dataset}' is {data_kind}; pick a model from `cimkit list models`"
             )
+        for name, table in list(self.concerns.items()):
+            if name not in CONCERN_SETTINGS:
+                raise unknown("settings table", name, CONCERN_SETTINGS)
+            if not isinstance(table, Mapping):
+                raise ConfigError(f"{name}: expected a table ([{name}] ...), got {table!r}")
+            self.concerns[name] = self.settings(name).to_dict()  # validated, defaults filled in
         if not self.variants:
             raise ConfigError("variants: at least one [[variants]] entry is needed (e.g. kind = \"fp32\")")
         self.variant_specs()  # validate every variant now, before any training

@@ -1,4 +1,5 @@
-"""The ``fp32`` variant: the trained float baseline as it is."""
+"""The ``fp32`` variant: the trained float baseline as it is (its size and cost are added by the
+concerns' result hooks, e.g. the cost model, from the model it returns)."""
 
 from __future__ import annotations
 
@@ -22,6 +23,6 @@ class FP32Variant(Variant):
         model = ctx.baseline_copy()
         ev = {k: v for k, v in ctx.evaluate(model).items() if k != "n"}
         params = sum(p.numel() for p in model.parameters())
-        metrics = {**ev, "params": params, "size_bytes": 4 * params}
-        units = {**{k: ctx.task.units.get(k, "") for k in ev}, "params": "count", "size_bytes": "bytes"}
-        return VariantResult(metrics=metrics, units=units)
+        metrics = {**ev, "params": params}
+        units = {**{k: ctx.task.units.get(k, "") for k in ev}, "params": "count"}
+        return VariantResult(metrics=metrics, units=units, model=model)

@@ -242,7 +242,7 @@ class PipelineVariant(Variant):
         out_m = {**state.metrics, **metrics, f"fp32_{p}": fp32[p]}
         out_u = {**state.units, **units, f"fp32_{p}": ctx.task.units.get(p, "")}
         return VariantResult(metrics=out_m, units=out_u, details={**state.details, **details,
-                             "steps": [s.op for s in steps]})  # fmt: skip
+                             "steps": [s.op for s in steps]}, model=state.model)  # fmt: skip
 
     def check(self, model: nn.Module, example: Any) -> None:
         steps, _ = self.cfg.parsed(self.name)

@@ -17,6 +17,7 @@ from cimkit.data import Dataset, TensorLoader, load_dataset
 from cimkit.errors import CimkitError, ConfigError
 from cimkit.experiment.config import ExperimentConfig
 from cimkit.experiment.context import RunContext, config_hash
+from cimkit.experiment.hooks import report_hook_sections, run_result_hooks
 from cimkit.experiment.outdir import OutDirLock, check_out_dir
 from cimkit.experiment.sections import variant_sections
 from cimkit.experiment.variant import VARIANTS
@@ -163,6 +164,8 @@ def _run(cfg: ExperimentConfig, out: Path, *, data_dir: str | Path | None, progr
         r = variant.run(ctx)
         if task.primary not in r.metrics:
             raise CimkitError(f"variant kind '{spec.kind}' did not report the task's primary metric '{task.primary}'")
+        run_result_hooks(cfg, ctx, spec, r)  # what concerns add to every variant (e.g. its cost)
+        r.model = None
         results["variants"].append({"name": spec.name, "kind": spec.kind, "config": spec.cfg.to_dict(),
                                     "metrics": r.metrics, "units": r.units, "details": r.details,
                                     "seconds": time.perf_counter() - t0})  # fmt: skip
@@ -172,6 +175,6 @@ def _run(cfg: ExperimentConfig, out: Path, *, data_dir: str | Path | None, progr
     results["seconds"] = time.perf_counter() - t_start
     if st.is_main:
         atomic_write_json(res_path, results)
-        write_report(results, out / "report.html", sections=variant_sections(results))
+        write_report(results, out / "report.html", sections=variant_sections(results) + report_hook_sections(results))
     st.barrier()
     return results

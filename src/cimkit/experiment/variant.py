@@ -29,11 +29,17 @@ if TYPE_CHECKING:
 class VariantResult:
     """Metrics of one variant: the task's primary metric (checked by the runner) and any others;
     ``units`` names each metric's unit; ``details`` holds JSON-able extras (per-layer tables, series
-    over time)."""
+    over time). ``model``: the variant's final model, for the runner's result hooks
+    (:mod:`cimkit.experiment.hooks`, e.g. the cost model); not written to results.json."""
 
     metrics: dict[str, float]
     units: dict[str, str]
     details: dict[str, Any] = field(default_factory=dict)
+    model: nn.Module | None = field(default=None, repr=False, compare=False)
+
+    def add_metric(self, name: str, value: float, unit: str) -> None:
+        self.metrics[name] = value
+        self.units[name] = unit
 
     def __post_init__(self) -> None:
         missing = [k for k in self.metrics if k not in self.units]

@@ -17,7 +17,9 @@ import torch
 from torch import nn
 
 from cimkit.config import Config, check_choice, check_range
-from cimkit.errors import ConfigError, DataError, unknown
+from cimkit.cost import ADDITIVE_FIELDS, SPECS, HardwareSpec, get_spec, price_layer
+from cimkit.cost.estimate import wire_mm
+from cimkit.errors import ConfigError, DataError, did_you_mean, unknown
 from cimkit.mixed._common import as_batches, log
 from cimkit.mixed.allocate import ParetoPoint, pareto_frontier, random_plans, solve_ilp
 from cimkit.mixed.hessian import HessianInfo, hessian_trace
@@ -25,7 +27,29 @@ from cimkit.mixed.plan import BitPlan, plan_from_choice, uniform_choice
 from cimkit.mixed.sensitivity import SensitivityTable, TilesFn, sensitivity
 from cimkit.mixed.zeroq import ZeroQConfig, distill_data
 
-BUDGET_FIELDS = ("size_bytes", "size_uniform_bits", "bops", "bops_uniform_bits", "tiles")
+BUDGET_FIELDS = ("size_bytes", "size_uniform_bits", "bops", "bops_uniform_bits", "tiles")  # MixedConfig fields
+UNIFORM = "_uniform_bits"  # "<cost>_uniform_bits": the cost of uniform N-bit weights
+DEFAULT_SPEC = "rram_22nm"
+
+
+def budget_costs() -> tuple[str, ...]:
+    """Every cost a budget may bound: ``size_bytes``, ``bops``, ``tiles`` and any additive field of
+    :class:`cimkit.cost.LayerCost` (energy, latency, ADC conversions, area, ...)."""
+    return tuple(dict.fromkeys(("size_bytes", "bops", "tiles", *ADDITIVE_FIELDS)))
+
+
+def _canonical(name: str) -> str:
+    """``size_uniform_bits`` (the config field) is ``size_bytes_uniform_bits``."""
+    return "size_bytes" + UNIFORM if name == "size_uniform_bits" else name
+
+
+def check_budget_name(name: str) -> None:
+    """ConfigError unless ``name`` is a cost or ``<cost>_uniform_bits``."""
+    name = _canonical(name)
+    base = name[: -len(UNIFORM)] if name.endswith(UNIFORM) else name
+    if base not in budget_costs():
+        raise ConfigError(f"unknown budget '{name}'{did_you_mean(base, budget_costs())}; allowed: a cost "
+                          f"({', '.join(budget_costs())}) or <cost>{UNIFORM}")  # fmt: skip
 
 
 @dataclass
@@ -38,6 +62,11 @@ class MixedConfig(Config):
     size those weights have at a uniform N bits, N may be fractional); ``bops`` (bit operations per
     sample) or ``bops_uniform_bits`` (BOPs of uniform N-bit weights with ``a_bits`` activations);
     ``tiles`` (crossbar tiles, from ``tile_rows``/``tile_cols``/``bits_per_cell`` or a callable).
+    ``budget``: bounds on any other additive cost (:func:`budget_costs`: ``energy_uj``, ``latency_us``,
+    ``adc_conversions``, ``area_mm2``, ...) or ``<cost>_uniform_bits`` (that cost at uniform N bits),
+    priced per layer on the hardware ``spec`` (a :data:`cimkit.cost.SPECS` name; None: ``rram_22nm``
+    with ``tile_rows x tile_cols`` arrays of ``bits_per_cell``-bit cells); with ``spec`` set, ``tiles``
+    are that spec's too.
     ``ties``: groups of layer names sharing one bit width. ``fixed``: layer name -> bits it must get.
     Hessian: at most ``probes`` Rademacher probes (stop on relative change < ``tol``) on
     ``hessian_samples`` samples (``hessian_blockwise``: one block product per layer and probe,
@@ -54,6 +83,8 @@ class MixedConfig(Config):
     bops: float | None = None
     bops_uniform_bits: float | None = None
     tiles: float | None = None
+    budget: dict[str, float] = field(default_factory=dict)
+    spec: str | None = None
     tile_rows: int = 256
     tile_cols: int = 256
     bits_per_cell: int = 1
@@ -86,6 +117,11 @@ class MixedConfig(Config):
             v = getattr(self, name)
             if v is not None:
                 check_range(name, v, 0.0, lo_open=True)
+        for name, v in self.budget.items():
+            check_budget_name(name)
+            check_range(f"budget.{name}", v, 0.0, lo_open=True)
+        if self.spec is not None:
+            SPECS.get(self.spec)
         check_range("tile_rows", self.tile_rows, 1)
         check_range("tile_cols", self.tile_cols, 1)
         check_range("bits_per_cell", self.bits_per_cell, 1)
@@ -101,8 +137,17 @@ class MixedConfig(Config):
         check_range("zeroq_iters", self.zeroq_iters, 0)
 
     def budgets(self) -> dict[str, float]:
-        """The budget fields that are set."""
-        return {k: getattr(self, k) for k in BUDGET_FIELDS if getattr(self, k) is not None}
+        """The budget fields that are set, then the ``budget`` table."""
+        out = {k: getattr(self, k) for k in BUDGET_FIELDS if getattr(self, k) is not None}
+        out.update(self.budget)
+        return out
+
+    def hardware(self) -> HardwareSpec:
+        """The spec the crossbar and energy costs are priced on (see the class docstring)."""
+        if self.spec is not None:
+            return get_spec(self.spec)
+        return get_spec(DEFAULT_SPEC, tile_rows=self.tile_rows, tile_cols=self.tile_cols,
+                        bits_per_cell=self.bits_per_cell, weight_pair="offset")  # fmt: skip
 
 
 def _budget_dict(budget: Any) -> dict[str, float]:
@@ -120,8 +165,7 @@ def _budget_dict(budget: Any) -> dict[str, float]:
         raise ConfigError(f"budget: expected bytes or a table of budgets, got {type(budget).__name__}")
     out = {}
     for k, v in budget.items():
-        if k not in BUDGET_FIELDS:
-            raise unknown("budget", k, BUDGET_FIELDS)
+        check_budget_name(k)
         if v is not None:
             check_range(f"budget.{k}", v, 0.0, lo_open=True)
             out[k] = float(v)
@@ -130,25 +174,69 @@ def _budget_dict(budget: Any) -> dict[str, float]:
 
 @dataclass
 class Analysis:
-    """The Hessian, the Ω table and the cost tables of one model; allocate plans from it."""
+    """The Hessian, the Ω table and the cost tables of one model; allocate plans from it.
+
+    ``costs``: name -> ``(L, B)`` table, computed when a budget or a plan first needs it
+    (:meth:`cost`): ``size_bytes``, ``bops``, ``tiles`` and any additive field of
+    :class:`cimkit.cost.LayerCost` priced on :meth:`MixedConfig.hardware`."""
 
     hessian: HessianInfo
     table: SensitivityTable
     a_bits: int | None
-    costs: dict[str, np.ndarray]  # name -> (L, B): size_bytes, bops, tiles
+    costs: dict[str, np.ndarray]  # name -> (L, B)
     cfg: MixedConfig
+    tiles_fn: TilesFn | None = None
 
     @property
     def names(self) -> list[str]:
         return self.table.names
 
+    @property
+    def spec(self) -> HardwareSpec:
+        return self.cfg.hardware()
+
+    def wire_mm(self) -> float:
+        """Interconnect length of the chip the costs are priced on: ``sqrt(area) / 2`` of the layers'
+        crossbars at the spec's own widths (:mod:`cimkit.cost.estimate`)."""
+        spec = self.spec
+        return wire_mm([price_layer(r, spec, distance_mm=0.0) for r in self.table.records])
+
+    def cost(self, name: str) -> np.ndarray:
+        """The ``(L, B)`` table of cost ``name`` (computed once)."""
+        if name in self.costs:
+            return self.costs[name]
+        if name not in budget_costs():
+            raise unknown("cost", name, budget_costs())
+        if name == "size_bytes":
+            tab = self.table.size_bytes()
+        elif name == "bops":
+            tab = self.table.bops(self.a_bits)
+        elif name == "tiles" and self.cfg.spec is None:
+            tab = self.table.tiles(self.tiles_fn, tile_rows=self.cfg.tile_rows, tile_cols=self.cfg.tile_cols,
+                                   bits_per_cell=self.cfg.bits_per_cell)  # fmt: skip
+        else:
+            tab = self.table.cost(name, self.spec, self.a_bits, distance_mm=self.wire_mm())
+        self.costs[name] = tab
+        return tab
+
     def uniform_cost(self, what: str, bits: float) -> float:
-        """Total ``size_bytes`` or ``bops`` when every layer has ``bits`` (fractional allowed)."""
+        """Total cost ``what`` when every layer has ``bits``: exact for ``size_bytes`` and ``bops`` (both
+        linear in the bits, so N may be fractional); other costs at a candidate width, or linearly
+        interpolated between the two candidates around a fractional N."""
         if what == "size_bytes":
-            return float(sum(layer.params for layer in self.table.layers) * bits / 8.0)
+            return float(sum(self.table.layer_size(layer, bits) for layer in self.table.layers))
         if what == "bops":
             return float(sum(layer.macs for layer in self.table.layers) * bits * float(self.a_bits or 32))
-        raise unknown("uniform cost", what, ("size_bytes", "bops"))
+        cands = list(self.table.bits)
+        tot = self.cost(what).sum(axis=0)  # (B,)
+        if bits in cands:
+            return float(tot[cands.index(bits)])
+        if not cands[0] < bits < cands[-1]:
+            raise ConfigError(f"{what}{UNIFORM}: {bits} is outside the candidates {cands}; allowed: "
+                              f"[{cands[0]}, {cands[-1]}]")  # fmt: skip
+        j = next(i for i, b in enumerate(cands) if b > bits)
+        w = (bits - cands[j - 1]) / (cands[j] - cands[j - 1])
+        return float((1 - w) * tot[j - 1] + w * tot[j])
 
     def resolve_budgets(self, budget: Any = None) -> dict[str, float]:
         """Constraints {cost name: bound} from ``budget`` (or the config's budget fields)."""
@@ -159,10 +247,10 @@ class Analysis:
             out[k] = min(out.get(k, np.inf), v)
 
         for k, v in b.items():
-            if k == "size_uniform_bits":
-                put("size_bytes", self.uniform_cost("size_bytes", v))
-            elif k == "bops_uniform_bits":
-                put("bops", self.uniform_cost("bops", v))
+            k = _canonical(k)
+            if k.endswith(UNIFORM):
+                base = k[: -len(UNIFORM)]
+                put(base, self.uniform_cost(base, v))
             else:
                 put(k, v)
         return out
@@ -195,10 +283,10 @@ class Analysis:
         return mask
 
     def plan(self, choice: np.ndarray | Sequence[int], method: str, budget: dict[str, float] | None = None) -> BitPlan:
-        """A :class:`BitPlan` from candidate indices."""
-        return plan_from_choice(
-            self.table, np.asarray(choice), a_bits=self.a_bits, method=method, budget=budget, tiles=self.costs["tiles"]
-        )
+        """A :class:`BitPlan` from candidate indices (with the totals of every cost computed so far)."""
+        extra = {k: v for k, v in self.costs.items() if k not in ("size_bytes", "bops", "tiles")}
+        return plan_from_choice(self.table, np.asarray(choice), a_bits=self.a_bits, method=method, budget=budget,
+                                tiles=self.cost("tiles"), costs=extra)  # fmt: skip
 
     def allocate(
         self,
@@ -207,11 +295,12 @@ class Analysis:
         ties: Sequence[Sequence[str]] | None = None,
         fixed: dict[str, int] | None = None,
     ) -> BitPlan:
-        """Minimum-Ω plan under the budgets (HAWQ-V3 ILP). ``budget``: bytes, or a dict of
-        :data:`BUDGET_FIELDS`; None uses the config's budget fields (no budget: all layers get the
+        """Minimum-Ω plan under the budgets (HAWQ-V3 ILP). ``budget``: bytes, or a dict of costs
+        (:func:`budget_costs`, ``<cost>_uniform_bits``); None uses the config's budget fields (no budget: all layers get the
         most bits)."""
         budgets = self.resolve_budgets(budget)
-        choice = solve_ilp(self.table.omega, self.costs, budgets, ties=self._ties(ties), allowed=self._allowed(fixed))
+        costs = {k: self.cost(k) for k in budgets}
+        choice = solve_ilp(self.table.omega, costs, budgets, ties=self._ties(ties), allowed=self._allowed(fixed))
         plan = self.plan(choice, "hessian-ilp", budgets)
         log.info("mixed precision: %s", plan)
         return plan
@@ -220,18 +309,15 @@ class Analysis:
         """Every layer at ``bits`` (a candidate)."""
         return self.plan(uniform_choice(self.table, bits), f"uniform-{bits}")
 
-    def random(self, size_bytes: float, n: int, *, seed: int = 0, min_fraction: float = 0.95) -> list[BitPlan]:
-        """``n`` random plans with weight size in [min_fraction·size_bytes, size_bytes]."""
-        ch = random_plans(
-            self.costs["size_bytes"], size_bytes, n, seed=seed, min_fraction=min_fraction, ties=self._ties(None)
-        )
-        return [self.plan(c, "random", {"size_bytes": size_bytes}) for c in ch]
+    def random(self, budget: float, n: int, *, seed: int = 0, min_fraction: float = 0.95,
+               cost: str = "size_bytes") -> list[BitPlan]:  # fmt: skip
+        """``n`` random plans with total ``cost`` (default: storage) in [min_fraction·budget, budget]."""
+        ch = random_plans(self.cost(cost), budget, n, seed=seed, min_fraction=min_fraction, ties=self._ties(None))
+        return [self.plan(c, "random", {cost: budget}) for c in ch]
 
     def pareto(self, cost: str = "size_bytes", max_points: int | None = 2000) -> list[ParetoPoint]:
         """The exact (ΣΩ, Σcost) Pareto frontier (HAWQ-V2), cheapest first."""
-        if cost not in self.costs:
-            raise unknown("cost", cost, self.costs)
-        return pareto_frontier(self.table.omega, self.costs[cost], ties=self._ties(None), max_points=max_points)
+        return pareto_frontier(self.table.omega, self.cost(cost), ties=self._ties(None), max_points=max_points)
 
     def to_dict(self) -> dict[str, Any]:
         return {"hessian": self.hessian.to_dict(), "table": self.table.to_dict()}
@@ -308,12 +394,11 @@ def analyze(
         symmetric=cfg.w_symmetric,
         observer=cfg.w_observer,
     )
-    costs = {
-        "size_bytes": table.size_bytes(),
-        "bops": table.bops(cfg.a_bits),
-        "tiles": table.tiles(tiles, tile_rows=cfg.tile_rows, tile_cols=cfg.tile_cols, bits_per_cell=cfg.bits_per_cell),
-    }
-    return Analysis(hessian=hessian, table=table, a_bits=cfg.a_bits, costs=costs, cfg=cfg)
+    table.act_quant = cfg.a_bits is not None
+    analysis = Analysis(hessian=hessian, table=table, a_bits=cfg.a_bits, costs={}, cfg=cfg, tiles_fn=tiles)
+    for name in ("size_bytes", "bops", "tiles"):
+        analysis.cost(name)
+    return analysis
 
 
 def mixed_precision(
@@ -336,8 +421,9 @@ def mixed_precision(
         model: a trained model (Linear/Conv layers are the decisions).
         data: a loader of ``(x, y)`` batches, an ``(x, y)`` tensor pair or an input tensor;
             ``None`` uses ZeroQ distilled data (needs ``input_shape`` and BatchNorm layers).
-        budget: weight bytes (a number) or a dict of :data:`BUDGET_FIELDS`, e.g.
-            ``{"size_uniform_bits": 4, "tiles": 120}``; None: the ``cfg`` budget fields.
+        budget: bytes (a number) or a dict of costs (:func:`budget_costs`) or ``<cost>_uniform_bits``,
+            e.g. ``{"size_uniform_bits": 4, "tiles": 120}`` or ``{"energy_uj_uniform_bits": 4}``; None:
+            the ``cfg`` budget fields.
         cfg: a :class:`MixedConfig`; keyword ``options`` override its fields.
         tiles: ``tiles(layer_info, bits) -> count`` for the tile budget (default: the formula in
             :mod:`cimkit.mixed.sensitivity`).

@@ -19,8 +19,10 @@ class BitPlan(Config):
     """Weight bits per layer (plus the shared activation bits) and what the plan costs.
 
     ``layer_bits`` maps layer names (as in ``model.named_modules()``) to weight bits; layers not in
-    it get ``default_bits``. The figures (``size_bytes`` of the planned layers' weights, ``bops``
-    per sample, ``tiles``, total ``omega``) are recorded when the plan is made and are informative.
+    it get ``default_bits``. The figures (``size_bytes`` of the planned layers (their storage by
+    :func:`cimkit.cost.storage_bytes`), ``bops`` per sample, ``tiles``, total ``omega``, and in
+    ``costs`` every other cost that was budgeted, e.g. ``energy_uj``) are recorded when the plan is
+    made and are informative.
     """
 
     layer_bits: dict[str, int] = field(default_factory=dict)
@@ -35,6 +37,7 @@ class BitPlan(Config):
     bops: float = 0.0
     tiles: float = 0.0
     omega: float = 0.0
+    costs: dict[str, float] = field(default_factory=dict)
     budget: dict[str, float] = field(default_factory=dict)
     mean_trace: dict[str, float] = field(default_factory=dict)
 
@@ -130,6 +133,7 @@ def plan_from_choice(
     method: str = "hessian-ilp",
     budget: dict[str, float] | None = None,
     tiles: np.ndarray | None = None,
+    costs: dict[str, np.ndarray] | None = None,
 ) -> BitPlan:
     """A :class:`BitPlan` from candidate indices ``choice`` (L,) into a :class:`SensitivityTable`."""
     choice = np.asarray(choice, dtype=np.int64)
@@ -146,6 +150,7 @@ def plan_from_choice(
         bops=float(table.bops(a_bits)[idx].sum()),
         tiles=float(tiles[idx].sum()) if tiles is not None else 0.0,
         omega=float(table.omega[idx].sum()),
+        costs={k: float(np.asarray(v)[idx].sum()) for k, v in (costs or {}).items()},
         budget={k: float(v) for k, v in (budget or {}).items()},
         mean_trace={layer.name: float(t) for layer, t in zip(table.layers, table.mean_trace)},
     )

@@ -25,7 +25,7 @@ def mixed_sections(records: list[dict[str, Any]]) -> list[Section]:
         [
             r["name"],
             ", ".join(f"{k}={v:.6g}" for k, v in r["details"]["plan"].get("budget", {}).items()),
-            f"{r['metrics']['size_bytes']:.0f}",
+            f"{_plan_size(r):.0f}",
             f"{r['metrics']['avg_w_bits']:.2f}",
             f"{100 * r['metrics']['ptq_accuracy']:.2f}",
             f"{100 * r['metrics']['accuracy']:.2f}",
@@ -34,7 +34,7 @@ def mixed_sections(records: list[dict[str, Any]]) -> list[Section]:
         for r in records
     ]
     sections.append(Section("Mixed precision: plans", table_html(
-        ["variant", "budget", "weight bytes", "avg W bits", "PTQ acc (%)", "QAT acc (%)", "random plans acc (%)"], rows
+        ["variant", "budget", "Linear/Conv bytes", "avg W bits", "PTQ acc (%)", "QAT acc (%)", "random plans acc (%)"], rows
     )))  # fmt: skip
     for r in records:
         lrows = [
@@ -45,6 +45,12 @@ def mixed_sections(records: list[dict[str, Any]]) -> list[Section]:
             ["layer", "weights", "MACs", "Tr(H)/n", "W bits", "Ω"], lrows
         )))  # fmt: skip
     return sections
+
+
+def _plan_size(r: dict[str, Any]) -> float:
+    """The plan's storage of the Linear/Conv layers (``plan_size_bytes``; older results: ``size_bytes``)."""
+    m = r["metrics"]
+    return float(m.get("plan_size_bytes", m.get("size_bytes", 0.0)))
 
 
 def pareto_figure(records: list[dict[str, Any]]) -> Any:
@@ -68,10 +74,10 @@ def pareto_figure(records: list[dict[str, Any]]) -> Any:
             ax1.annotate(f"W{u['bits']}", (u["size_bytes"] / 1e3, 100 * u["accuracy"]), textcoords="offset points",
                          xytext=(4, -10), fontsize=8)  # fmt: skip
             ax2.plot(u["size_bytes"] / 1e3, u["omega"], "s", color="tab:gray")
-    rs = sorted(records, key=lambda r: r["metrics"]["size_bytes"])
-    ax1.plot([r["metrics"]["size_bytes"] / 1e3 for r in rs], [100 * r["metrics"]["accuracy"] for r in rs], "o-",
+    rs = sorted(records, key=_plan_size)
+    ax1.plot([_plan_size(r) / 1e3 for r in rs], [100 * r["metrics"]["accuracy"] for r in rs], "o-",
              color="tab:red", label="Hessian mixed precision")  # fmt: skip
-    ax1.plot([r["metrics"]["size_bytes"] / 1e3 for r in rs], [100 * r["metrics"]["ptq_accuracy"] for r in rs], "o",
+    ax1.plot([_plan_size(r) / 1e3 for r in rs], [100 * r["metrics"]["ptq_accuracy"] for r in rs], "o",
              mfc="none", color="tab:red", label="mixed, before QAT")  # fmt: skip
     rnd = [x for r in records for x in r["details"].get("random", [])]
     if rnd:
@@ -82,13 +88,13 @@ def pareto_figure(records: list[dict[str, Any]]) -> Any:
     if front:
         ax2.step([p["size_bytes"] / 1e3 for p in front], [p["omega"] for p in front], where="post", color="black",
                  lw=1, label="Pareto frontier (ΣΩ)")  # fmt: skip
-    ax2.plot([r["metrics"]["size_bytes"] / 1e3 for r in rs], [r["metrics"]["omega"] for r in rs], "o", color="tab:red",
+    ax2.plot([_plan_size(r) / 1e3 for r in rs], [r["metrics"]["omega"] for r in rs], "o", color="tab:red",
              label="chosen plans")  # fmt: skip
-    ax1.set_xlabel("weight size of Linear/Conv layers (kB)")
+    ax1.set_xlabel("storage of the Linear/Conv layers (kB)")
     ax1.set_ylabel("test accuracy (%)")
     ax1.grid(alpha=0.3)
     ax1.legend(fontsize=8)
-    ax2.set_xlabel("weight size of Linear/Conv layers (kB)")
+    ax2.set_xlabel("storage of the Linear/Conv layers (kB)")
     ax2.set_ylabel("total sensitivity ΣΩ (nats, log)")
     ax2.set_yscale("log")
     ax2.grid(alpha=0.3)

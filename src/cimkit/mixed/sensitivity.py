@@ -4,13 +4,17 @@
 the average Hessian curvature of layer l times the squared weight perturbation that quantizing it to
 b bits causes — a second-order estimate of the loss increase. Units: loss (nats for cross-entropy).
 
-Cost tables (all ``(L, B)``, additive over layers):
+Layer facts (shapes, MACs) come from the cost model's one shape-capturing pass
+(:func:`cimkit.cost.describe`). Cost tables (all ``(L, B)``, additive over layers):
 
-* weight size in bytes: ``params · b / 8``;
+* ``size_bytes``: the layer's storage quantized to ``b`` bits, by the one rule of
+  :func:`cimkit.cost.storage_bytes` (weights, per-channel scales, bias, activation grid);
 * BOPs per sample: ``MACs · b · a_bits`` (van Baalen et al. 2020; HAWQ-V3 Sec. 3.3);
-* crossbar tiles: a callable ``tiles(layer, bits)`` or the default
-  ``ceil(rows/tile_rows) · ceil(cols/tile_cols) · ceil(bits/bits_per_cell)`` with rows = fan-in
-  (inputs on the word lines) and cols = output channels, i.e. bit slicing across columns of extra tiles.
+* crossbar tiles: a callable ``tiles(layer, bits)`` or the default :func:`tiles_formula`: the row
+  tiles x column blocks of the layer's real :class:`~cimkit.analog.TileGeometry` (whole input
+  channels per tile, as the analog layers tile) x ``ceil(bits / bits_per_cell)`` slices;
+* any other additive field of :class:`cimkit.cost.LayerCost` (energy, latency, ADC conversions, area
+  ...) of the layer priced at ``b`` bits on a hardware spec (:meth:`SensitivityTable.cost`).
 """
 
 from __future__ import annotations
@@ -24,10 +28,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from cimkit.analog.tiling import TileGeometry
 from cimkit.config import check_range
+from cimkit.cost import HardwareSpec, LayerCost, describe, price_layer
 from cimkit.errors import ConfigError
 from cimkit.mixed._common import fake_quantize_weight, select_layers
 from cimkit.mixed.hessian import HessianInfo
+from cimkit.quant.accounting import planned_size_bytes
 
 
 @dataclass(frozen=True)
@@ -41,6 +48,7 @@ class LayerInfo:
     macs: int
     rows: int  # fan-in: inputs summed per output (crossbar word lines)
     cols: int  # outputs (crossbar bit lines)
+    bias: int = 0  # bias values
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -51,63 +59,53 @@ class LayerInfo:
             "macs": self.macs,
             "rows": self.rows,
             "cols": self.cols,
+            "bias": self.bias,
         }
 
 
 TilesFn = Callable[[LayerInfo, int], float]
 
 
-def layer_infos(model: nn.Module, example_input: torch.Tensor, layers: Sequence[str] | None = None) -> list[LayerInfo]:
-    """Shapes, parameter counts and per-sample MACs of the quantizable layers (one forward pass).
+_KINDS = {"Linear": "linear", "Conv1d": "conv1d", "Conv2d": "conv2d"}
 
-    MACs = output elements per sample × fan-in (``in_features`` for Linear, ``in_ch/groups · k…``
-    for convolutions); biases are not counted.
-    """
+
+def layer_records(model: nn.Module, example_input: torch.Tensor, layers: Sequence[str] | None = None) -> list[LayerCost]:
+    """The cost records (:func:`cimkit.cost.describe`, one pass of one example) of the quantizable
+    layers, in ``layers`` order (default: all); a layer the pass never called is a ConfigError."""
     sel = select_layers(model, layers)
-    out_elems: dict[str, int] = {}
-    handles = []
-    for name, mod in sel:
-
-        def hook(m: nn.Module, inp: Any, out: torch.Tensor, name: str = name) -> None:
-            out_elems[name] = int(out[0].numel()) if out.dim() > 1 else int(out.numel())
-
-        handles.append(mod.register_forward_hook(hook))
-    was = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            model(example_input[:1])
-    finally:
-        for h in handles:
-            h.remove()
-        model.train(was)
-    infos = []
-    for name, mod in sel:
-        w = mod.weight
-        cols = int(w.shape[0])
-        rows = int(w[0].numel())  # fan-in per output
-        if name not in out_elems:
+    by_name = {r.name: r for r in describe(model, example_input[:1]).records}
+    out = []
+    for name, _ in sel:
+        rec = by_name.get(name)
+        if rec is None or rec.calls == 0:
             raise ConfigError(f"layer '{name}' was not called in a forward pass of the example input")
-        kind = {nn.Linear: "linear", nn.Conv1d: "conv1d", nn.Conv2d: "conv2d"}.get(type(mod), type(mod).__name__)
-        infos.append(
-            LayerInfo(
-                name=name,
-                kind=kind,
-                weight_shape=tuple(int(s) for s in w.shape),
-                params=int(w.numel()),
-                macs=out_elems[name] * rows,
-                rows=rows,
-                cols=cols,
-            )
-        )
-    return infos
+        out.append(rec)
+    return out
+
+
+def _info(rec: LayerCost, mod: nn.Module) -> LayerInfo:
+    bias = 0 if getattr(mod, "bias", None) is None else int(mod.bias.numel())
+    kind = next((v for c in type(mod).__mro__ for k, v in _KINDS.items() if c.__name__ == k), type(mod).__name__)
+    return LayerInfo(name=rec.name, kind=kind, weight_shape=tuple(rec.weight_shape), params=rec.weights,
+                     macs=rec.macs, rows=rec.fan_in, cols=int(rec.weight_shape[0]), bias=bias)  # fmt: skip
+
+
+def layer_infos(model: nn.Module, example_input: torch.Tensor, layers: Sequence[str] | None = None) -> list[LayerInfo]:
+    """Shapes, parameter counts and per-sample MACs of the quantizable layers (the cost model's
+    shape-capturing pass). MACs = output elements per sample × fan-in (``in_features`` for Linear,
+    ``in_ch/groups · k…`` for convolutions); biases are not counted."""
+    mods = dict(model.named_modules())
+    return [_info(r, mods[r.name]) for r in layer_records(model, example_input, layers)]
 
 
 def tiles_formula(
     layer: LayerInfo, bits: int, *, tile_rows: int = 256, tile_cols: int = 256, bits_per_cell: int = 1
 ) -> int:
-    """Crossbar tiles for ``layer`` at ``bits``: ceil(rows/R)·ceil(cols/C)·ceil(bits/bits_per_cell)."""
-    return math.ceil(layer.rows / tile_rows) * math.ceil(layer.cols / tile_cols) * math.ceil(bits / bits_per_cell)
+    """Crossbar tiles of ``layer`` at ``bits``: the row tiles x column blocks of its
+    :class:`~cimkit.analog.TileGeometry` on ``tile_rows x tile_cols`` arrays (whole input channels per
+    row tile, as :class:`~cimkit.analog.AnalogLayer` tiles) x ``ceil(bits / bits_per_cell)`` slices."""
+    geom = TileGeometry.of(layer.weight_shape, tile_rows, tile_cols, layer.name)
+    return geom.arrays * math.ceil(bits / bits_per_cell)
 
 
 @dataclass
@@ -122,6 +120,8 @@ class SensitivityTable:
     symmetric: bool = True
     observer: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    records: list[LayerCost] = field(default_factory=list)  # the layers' cost records (pricing at other bits)
+    act_quant: bool = True  # the plan quantizes activations (their grids count in size_bytes)
 
     @property
     def names(self) -> list[str]:
@@ -133,9 +133,13 @@ class SensitivityTable:
         return self.mean_trace[:, None] * self.quant_error
 
     def size_bytes(self) -> np.ndarray:
-        """(L, B) weight bytes at each candidate."""
-        params = np.array([layer.params for layer in self.layers], dtype=np.float64)
-        return params[:, None] * np.asarray(self.bits, dtype=np.float64)[None, :] / 8.0
+        """(L, B) storage of each layer quantized to each candidate (:func:`cimkit.cost.storage_bytes`)."""
+        return np.array([[self.layer_size(layer, b) for b in self.bits] for layer in self.layers])
+
+    def layer_size(self, layer: LayerInfo, bits: float) -> float:
+        """Storage of ``layer`` at ``bits`` (fractional allowed: the rule is linear in the weight bits)."""
+        return planned_size_bytes(layer.params, layer.cols, layer.bias, bits, per_channel=self.per_channel,  # type: ignore[arg-type]
+                                  symmetric=self.symmetric, act_quant=self.act_quant)  # fmt: skip
 
     def bops(self, a_bits: int | None) -> np.ndarray:
         """(L, B) bit operations per sample with ``a_bits`` activations (None: 32-bit float)."""
@@ -152,6 +156,19 @@ class SensitivityTable:
                 return tiles_formula(layer, b, tile_rows=tile_rows, tile_cols=tile_cols, bits_per_cell=bits_per_cell)
 
         return np.array([[float(fn(layer, b)) for b in self.bits] for layer in self.layers])
+
+    def cost(self, field_name: str, spec: HardwareSpec, a_bits: int | None, *, distance_mm: float = 0.0) -> np.ndarray:
+        """(L, B) additive cost field ``field_name`` of :class:`cimkit.cost.LayerCost` for each layer
+        priced at each candidate on ``spec`` (``a_bits`` activations, None: the spec's), with
+        interconnect wires of ``distance_mm``."""
+        if not self.records:
+            raise ConfigError("cost: this table has no cost records (build it with sensitivity())")
+        out = np.zeros((len(self.layers), len(self.bits)))
+        for i, rec in enumerate(self.records):
+            for j, b in enumerate(self.bits):
+                r = price_layer(rec, spec, w_bits=b, a_bits=a_bits or 32, distance_mm=distance_mm)
+                out[i, j] = float(getattr(r, field_name))
+        return out
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -202,10 +219,13 @@ def sensitivity(
         check_range("bits", b, 1, 16)
     if len(set(bits)) != len(bits):
         raise ConfigError(f"bits: candidates must be distinct, got {bits}")
-    infos = layer_infos(model, example_input, hessian.names)
+    records = layer_records(model, example_input, hessian.names)
+    mods = dict(model.named_modules())
+    infos = [_info(r, mods[r.name]) for r in records]
     mt = hessian.mean_trace()
     return SensitivityTable(
         layers=infos,
+        records=records,
         bits=bits,
         mean_trace=np.array([mt[n] for n in hessian.names], dtype=np.float64),
         quant_error=quantization_errors(

@@ -26,6 +26,7 @@ import numpy as np
 from torch import nn
 
 from cimkit.config import check_range
+from cimkit.cost import field_unit
 from cimkit.errors import ConfigError
 from cimkit.experiment.context import DEFAULT_CALIB_BATCHES, RunContext
 from cimkit.experiment.variant import VARIANTS, Variant, VariantResult
@@ -33,6 +34,7 @@ from cimkit.mixed.api import Analysis, MixedConfig, analyze
 from cimkit.mixed.plan import BitPlan
 from cimkit.mixed.report import mixed_sections
 from cimkit.mixed.zeroq import ZeroQConfig, distill_data
+from cimkit.quant.accounting import account
 from cimkit.train import FinetuneConfig
 
 log = logging.getLogger("cimkit.mixed")
@@ -80,7 +82,8 @@ class MixedVariantConfig(MixedConfig):
         return MixedConfig.from_dict({k: v for k, v in self.to_dict().items() if k in names})
 
 
-@VARIANTS.register("mixed", "Hessian-aware mixed precision (HAWQ-V2/V3 ILP) under a size/BOPs/tile budget, then QAT")
+@VARIANTS.register("mixed", "Hessian-aware mixed precision (HAWQ-V2/V3 ILP) under size/BOPs/tiles/energy/latency "
+                   "budgets, then QAT")
 class MixedVariant(Variant):
     config_cls = MixedVariantConfig
     cfg: MixedVariantConfig
@@ -97,7 +100,8 @@ class MixedVariant(Variant):
         x = distill_data(model, tuple(ctx.data.x_train.shape[1:]), zq, device=ctx.device, progress=ctx.progress)
         return [x]
 
-    def _evaluate_plan(self, ctx: RunContext, plan: BitPlan, calib: list[Any], tag: str, qat: bool) -> dict[str, float]:
+    def _evaluate_plan(self, ctx: RunContext, plan: BitPlan, calib: list[Any], tag: str,
+                       qat: bool) -> tuple[dict[str, float], nn.Module]:  # fmt: skip
         cfg = self.cfg
         model = ctx.baseline_copy()
         plan.apply(model, calib)
@@ -107,7 +111,7 @@ class MixedVariant(Variant):
             out["accuracy"] = float(ctx.evaluate(model)["accuracy"])
         else:
             out["accuracy"] = out["ptq_accuracy"]
-        return out
+        return out, model
 
     def run(self, ctx: RunContext) -> VariantResult:
         cfg = self.cfg
@@ -137,24 +141,25 @@ class MixedVariant(Variant):
         if cfg.save_plan:
             plan.save(ctx.out_dir / f"{self.name}.plan.json")
         calib = self._calib(ctx, model)
-        res = self._evaluate_plan(ctx, plan, calib, self.name, qat=True)
+        res, final = self._evaluate_plan(ctx, plan, calib, self.name, qat=True)
 
         uniform = []
         for b in cfg.uniform_points:
             up = analysis.uniform(b)
-            r = self._evaluate_plan(ctx, up, calib, f"{self.name}-u{b}", qat=cfg.uniform_qat)
+            r, _ = self._evaluate_plan(ctx, up, calib, f"{self.name}-u{b}", qat=cfg.uniform_qat)
             uniform.append({"bits": b, "size_bytes": up.size_bytes, "omega": up.omega, **r})
         randoms = []
         if cfg.random_plans:
             for i, rp in enumerate(analysis.random(plan.size_bytes, cfg.random_plans, seed=cfg.seed)):
-                r = self._evaluate_plan(ctx, rp, calib, f"{self.name}-r{i}", qat=True)
+                r, _ = self._evaluate_plan(ctx, rp, calib, f"{self.name}-r{i}", qat=True)
                 randoms.append({"size_bytes": rp.size_bytes, "omega": rp.omega, "layer_bits": rp.layer_bits, **r})
 
         params = {layer.name: layer.params for layer in analysis.table.layers}
         metrics: dict[str, float] = {
             "accuracy": res["accuracy"],
             "ptq_accuracy": res["ptq_accuracy"],
-            "size_bytes": plan.size_bytes,
+            "size_bytes": account(final, ctx.example_input()).total["size_bytes"],  # the whole model
+            "plan_size_bytes": plan.size_bytes,  # the planned Linear/Conv layers (the ILP's size)
             "avg_w_bits": plan.average_bits(params),
             "bops": plan.bops,
             "tiles": plan.tiles,
@@ -166,6 +171,7 @@ class MixedVariant(Variant):
             "accuracy": "fraction",
             "ptq_accuracy": "fraction",
             "size_bytes": "bytes",
+            "plan_size_bytes": "bytes",
             "avg_w_bits": "bits",
             "bops": "bit-op/sample",
             "tiles": "count",
@@ -173,6 +179,9 @@ class MixedVariant(Variant):
             "hessian_probes": "count",
             "plan_seconds": "s",
         }
+        for k, v in plan.costs.items():  # every other budgeted cost of the plan (e.g. energy_uj)
+            metrics[f"plan_{k}"] = v
+            units[f"plan_{k}"] = field_unit(k)
         if randoms:
             metrics["random_accuracy_mean"] = float(np.mean([r["accuracy"] for r in randoms]))
             units["random_accuracy_mean"] = "fraction"
@@ -184,7 +193,7 @@ class MixedVariant(Variant):
             "random": randoms,
             "hessian": analysis.hessian.to_dict(),
         }
-        return VariantResult(metrics=metrics, units=units, details=details)
+        return VariantResult(metrics=metrics, units=units, details=details, model=final)
 
     @classmethod
     def report_sections(cls, records: list[dict[str, Any]]) -> list[Any]:

@@ -116,7 +116,7 @@ def _result(ctx: RunContext, model: nn.Module, cfg: PTQConfig, fp32: float, **ex
         metrics[k] = v
         units[k] = UNITS.get(k, ctx.task.units.get(k.removeprefix("ptq_"), ""))
     details = {"label": cfg.label(), "layers": rep.layers, "total": rep.total, **details_extra}
-    return VariantResult(metrics=metrics, units=units, details=details)
+    return VariantResult(metrics=metrics, units=units, details=details, model=model)
 
 
 def _check(cfg: PTQConfig, model: nn.Module) -> None:
