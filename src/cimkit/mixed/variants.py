@@ -98,22 +98,26 @@ class MixedVariant(Variant):
         return [x]
 
     def _evaluate_plan(self, ctx: RunContext, plan: BitPlan, calib: list[Any], tag: str, qat: bool) -> dict[str, float]:
+        """``{ptq_<primary>, <primary>}`` of ``plan`` (``accuracy`` for classification, ``loss`` for
+        next-token prediction, ``psnr`` for regression)."""
         cfg = self.cfg
+        p = ctx.primary
         model = ctx.baseline_copy()
         plan.apply(model, calib)
-        out = {"ptq_accuracy": float(ctx.evaluate(model)["accuracy"])}
+        out = {f"ptq_{p}": float(ctx.evaluate(model)[p])}
         if qat and cfg.qat_epochs > 0:
             ctx.finetune(model, cfg.finetune(ctx.train_cfg.kd_temperature), tag=f"mixed-{tag}", key=plan.to_dict())
-            out["accuracy"] = float(ctx.evaluate(model)["accuracy"])
+            out[p] = float(ctx.evaluate(model)[p])
         else:
-            out["accuracy"] = out["ptq_accuracy"]
+            out[p] = out[f"ptq_{p}"]
         return out
 
     def run(self, ctx: RunContext) -> VariantResult:
         cfg = self.cfg
-        if ctx.task.name != "classification":
-            raise ConfigError(f"variants.{self.name}: the mixed kind needs a classification task (its Hessian is "
-                              f"taken of the cross-entropy loss); this experiment's task is '{ctx.task.name}'")  # fmt: skip
+        if cfg.data_free and ctx.task.name != "classification":
+            raise ConfigError(f"variants.{self.name}: data_free (ZeroQ distilled inputs) needs a classification task "
+                              f"with BatchNorm; this experiment's task is '{ctx.task.name}'")  # fmt: skip
+        p = ctx.primary
         model = ctx.baseline_copy()
         t0 = time.perf_counter()
         if cfg.data_free:
@@ -129,6 +133,7 @@ class MixedVariant(Variant):
             data,
             cfg.mixed_config(),
             input_shape=tuple(ctx.data.x_train.shape[1:]),
+            loss_fn=ctx.task.loss,  # the Hessian of the task's own loss (cross-entropy, per-token CE, MSE)
             device=ctx.device,
             progress=ctx.progress,
         )
@@ -151,9 +156,10 @@ class MixedVariant(Variant):
                 randoms.append({"size_bytes": rp.size_bytes, "omega": rp.omega, "layer_bits": rp.layer_bits, **r})
 
         params = {layer.name: layer.params for layer in analysis.table.layers}
+        unit = ctx.task.units.get(p, "")
         metrics: dict[str, float] = {
-            "accuracy": res["accuracy"],
-            "ptq_accuracy": res["ptq_accuracy"],
+            p: res[p],
+            f"ptq_{p}": res[f"ptq_{p}"],
             "size_bytes": plan.size_bytes,
             "avg_w_bits": plan.average_bits(params),
             "bops": plan.bops,
@@ -163,8 +169,8 @@ class MixedVariant(Variant):
             "plan_seconds": t_plan,
         }
         units = {
-            "accuracy": "fraction",
-            "ptq_accuracy": "fraction",
+            p: unit,
+            f"ptq_{p}": unit,
             "size_bytes": "bytes",
             "avg_w_bits": "bits",
             "bops": "bit-op/sample",
@@ -174,9 +180,10 @@ class MixedVariant(Variant):
             "plan_seconds": "s",
         }
         if randoms:
-            metrics["random_accuracy_mean"] = float(np.mean([r["accuracy"] for r in randoms]))
-            units["random_accuracy_mean"] = "fraction"
+            metrics[f"random_{p}_mean"] = float(np.mean([r[p] for r in randoms]))
+            units[f"random_{p}_mean"] = unit
         details = {
+            "metric": p,
             "plan": plan.to_dict(),
             "layers": _layer_rows(analysis, plan),
             "pareto": [{"size_bytes": p.cost, "omega": p.omega} for p in analysis.pareto(max_points=300)],

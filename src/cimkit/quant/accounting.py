@@ -61,7 +61,7 @@ def _layer_size(mod: nn.Module) -> tuple[int, int, float]:
     if not isinstance(mod, QuantLayer):
         return FLOAT_BITS, FLOAT_BITS, (w.numel() + bias) * FLOAT_BITS / 8
     wq = mod.w_quant
-    n_scales = w.shape[0] if wq.axis is not None else 1
+    n_scales = int(wq.zero_point.numel())  # one grid per channel, per tensor or per (row, group)
     size = w.numel() * wq.bits / 8 + n_scales * 4 + bias * 4
     if not wq.symmetric:
         size += n_scales * (1 if wq.bits <= 8 else 2)
