@@ -159,3 +159,18 @@ def test_callback_loss_term_enters_the_loss_and_its_gradient() -> None:
     # the regularizer's gradient 2λw moved the weight by an extra -lr·2λ·w0
     extra = reg.classifier[1].weight.detach() - plain.classifier[1].weight.detach()
     assert torch.allclose(extra, -0.1 * 2 * lam * w0, atol=1e-6)
+
+
+def test_steps_per_epoch_caps_each_epoch() -> None:
+    x, y = _toy(256)
+    seen: list[int] = []
+
+    from cimkit.train import Callback
+
+    class Count(Callback):
+        def after_step(self, model: nn.Module, step: int) -> None:
+            seen.append(step)
+
+    cfg = TrainConfig(epochs=2, batch_size=32, lr=1e-3, steps_per_epoch=3)
+    res = fit(_model(), TensorLoader(x, y, 32, shuffle=True, seed=0), cfg, progress=False, callbacks=[Count()])
+    assert seen == [1, 2, 3, 4, 5, 6] and len(res.history) == 2  # 3 of the 8 batches per epoch

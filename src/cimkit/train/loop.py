@@ -14,6 +14,7 @@ import math
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -160,6 +161,8 @@ def fit(
             if start_epoch < cfg.epochs:
                 log.info("resuming from %s at epoch %d", checkpoint_dir, start_epoch)
     n_batches = len(train_loader)  # type: ignore[arg-type]
+    if cfg.steps_per_epoch:
+        n_batches = min(n_batches, cfg.steps_per_epoch)
     t_call = time.perf_counter()
     for epoch in range(start_epoch, cfg.epochs):
         t0 = time.perf_counter()
@@ -168,7 +171,8 @@ def fit(
         model.train()
         tot_loss, tot_n = 0.0, 0
         sums = MetricSums()
-        bar = progress_iter(train_loader, total=n_batches, desc=f"epoch {epoch + 1}/{cfg.epochs}", enabled=progress)
+        batches = islice(train_loader, n_batches) if n_batches < len(train_loader) else train_loader  # type: ignore[arg-type]
+        bar = progress_iter(batches, total=n_batches, desc=f"epoch {epoch + 1}/{cfg.epochs}", enabled=progress)
         for xb, yb in bar:
             xb, yb = xb.to(dev, non_blocking=True), yb.to(dev, non_blocking=True)
             for g in opt.param_groups:
