@@ -33,6 +33,7 @@ from cimkit.mixed.api import Analysis, MixedConfig, analyze
 from cimkit.mixed.plan import BitPlan
 from cimkit.mixed.report import mixed_sections
 from cimkit.mixed.zeroq import ZeroQConfig, distill_data
+from cimkit.nn.adapters import standardize_
 from cimkit.train import FinetuneConfig
 
 log = logging.getLogger("cimkit.mixed")
@@ -102,7 +103,7 @@ class MixedVariant(Variant):
         next-token prediction, ``psnr`` for regression)."""
         cfg = self.cfg
         p = ctx.primary
-        model = ctx.baseline_copy()
+        model = standardize_(ctx.baseline_copy())  # e.g. GPT-2's Conv1D layers as Linears, as quantize_ sees them
         plan.apply(model, calib)
         out = {f"ptq_{p}": float(ctx.evaluate(model)[p])}
         if qat and cfg.qat_epochs > 0:
@@ -118,7 +119,7 @@ class MixedVariant(Variant):
             raise ConfigError(f"variants.{self.name}: data_free (ZeroQ distilled inputs) needs a classification task "
                               f"with BatchNorm; this experiment's task is '{ctx.task.name}'")  # fmt: skip
         p = ctx.primary
-        model = ctx.baseline_copy()
+        model = standardize_(ctx.baseline_copy())  # e.g. GPT-2's Conv1D layers as Linears, as quantize_ sees them
         t0 = time.perf_counter()
         if cfg.data_free:
             data = None
