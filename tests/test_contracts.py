@@ -12,10 +12,13 @@ import cimkit.experiment  # noqa: F401  (loads every plugin)
 from cimkit import analog
 from cimkit.analog import DEVICES, MAPPINGS
 from cimkit.config import Config
-from cimkit.data import load_dataset
-from cimkit.experiment import EVALS, STEPS, VARIANTS, ExperimentConfig, run_experiment
-from cimkit.models import MODELS, create, model_input_kind
+from cimkit.data import Dataset, load_dataset
+from cimkit.data.core import DataKind
+from cimkit.experiment import EVALS, STEPS, VARIANTS, ExperimentConfig, RunContext, run_experiment, run_pipeline
+from cimkit.experiment.pipeline import parse_steps
+from cimkit.models import MODELS, create, model_input_kind, model_requirements
 from cimkit.tasks import TASKS, MetricSums, get_task
+from cimkit.train import TrainConfig
 
 
 def _round_trip(cfg: Config) -> None:
@@ -47,7 +50,7 @@ def test_eval_protocol_configs_round_trip(name: str) -> None:
 def test_every_kind_step_and_protocol_runs(tmp_path: Path) -> None:
     """One tiny experiment holding every variant kind and every step/protocol in pipelines."""
     variants = [{"kind": k, "name": f"k-{k}", **VARIANTS.get(k).tiny} for k in VARIANTS.list()]
-    for op in STEPS.list():
+    for op in _steps_for("classification"):
         steps = [{"op": op, **STEPS.get(op).tiny}]
         if op == "freeze":
             steps.insert(0, {"op": "quantize", **STEPS.get("quantize").tiny})
@@ -66,6 +69,32 @@ def test_every_kind_step_and_protocol_runs(tmp_path: Path) -> None:
         assert 0.0 <= v["metrics"]["accuracy"] <= 1.0, v["name"]
         assert set(v["metrics"]) <= set(v["units"]), v["name"]
     assert (tmp_path / "run" / "report.html").stat().st_size > 1000
+
+
+def _steps_for(task: str) -> list[str]:
+    """The registered steps that work for ``task`` (a step's ``tasks``; empty means every task)."""
+    return [op for op in STEPS.list() if not STEPS.get(op).tasks or task in STEPS.get(op).tasks]
+
+
+def test_steps_for_other_tasks_run(tmp_path: Path) -> None:
+    """Every step that does not run on classification runs (tiny settings) on a tiny next-token task."""
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(0, 11, (40, 9), generator=g)
+    vocab = list("\nabcdefghij")
+    data = Dataset(name="tiny-text", kind=DataKind.TEXT, x_train=ids[:32, :8], y_train=ids[:32, 1:],
+                   x_test=ids[32:, :8], y_test=ids[32:, 1:], num_classes=11, in_channels=1, input_size=(8,),
+                   vocab=vocab)  # fmt: skip
+    model = create("char_gpt", **data.model_spec(), size="tiny").eval()
+    ctx = RunContext(data=data, baseline=model, train_cfg=TrainConfig(epochs=1, batch_size=8), seed=0,
+                     device=torch.device("cpu"), out_dir=tmp_path, cache_dir=tmp_path / "cache", baseline_key="t",
+                     task=get_task("next_token"), eval_batch_size=64, progress=False)  # fmt: skip
+    others = [op for op in STEPS.list() if op not in _steps_for("classification")]
+    assert others, "no step is task-specific: this test checks nothing"
+    for op in others:
+        assert "next_token" in STEPS.get(op).tasks, f"add a tiny task for step '{op}' here"
+        steps = parse_steps([{"op": op, **STEPS.get(op).tiny}], variant=f"s-{op}")
+        _, metrics, _, _ = run_pipeline(ctx, steps, None, f"s-{op}")
+        assert metrics["loss"] > 0, op
 
 
 @pytest.mark.parametrize("name", TASKS.list())
@@ -105,6 +134,8 @@ def _example(kind: str, spec: dict) -> torch.Tensor:
 
 @pytest.mark.parametrize("name", MODELS.list())
 def test_every_model_builds_runs_and_maps(name: str) -> None:
+    for pkg in model_requirements(name):
+        pytest.importorskip(pkg, reason=f"model '{name}' needs the optional package '{pkg}'")
     kind = model_input_kind(name)
     spec = _SPEC[kind]
     model = create(name, **spec).eval()

@@ -5,7 +5,13 @@ import torch
 from torch import nn
 
 from cimkit.errors import ConfigError
-from cimkit.models import create, list_models, model_input_kind
+from cimkit.models import create, list_models, model_input_kind, model_requirements
+
+
+def _needs(name: str) -> None:
+    """Skip (saying why) a model whose optional extra is not installed."""
+    for pkg in model_requirements(name):
+        pytest.importorskip(pkg, reason=f"model '{name}' needs the optional package '{pkg}' (pip install 'cimkit[hf]')")
 
 IMAGE_SHAPES = [(1, (28, 28)), (1, (8, 8)), (3, (32, 32))]
 
@@ -32,6 +38,7 @@ COORDS_SPEC = {"in_channels": 1, "num_classes": 3, "input_size": (8, 8), "in_fea
 
 @pytest.mark.parametrize("name", [n for n in list_models() if model_input_kind(n) == "text"])
 def test_text_models(name: str) -> None:
+    _needs(name)
     m = create(name, **TEXT_SPEC)
     out = m(torch.randint(0, 65, (4, 32)))
     assert out.shape in ((4, 65), (4, 32, 65))  # the next character, or the next one of every position

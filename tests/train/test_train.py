@@ -135,3 +135,42 @@ def test_lr_schedules() -> None:
     assert [round(lr_at(s, e * 10, 10), 6) for e in (0, 3, 6)] == [1.0, 0.1, 0.01]
     w = TrainConfig(epochs=10, lr=1.0, schedule="constant", warmup_epochs=1)
     assert lr_at(w, 4, 10) == pytest.approx(0.5) and lr_at(w, 50, 10) == 1.0
+
+
+def test_callback_loss_term_enters_the_loss_and_its_gradient() -> None:
+    """A callback's loss_term is added to the training loss: the recorded loss grows by it, and one
+    SGD step equals one on the task loss plus the term (here λ‖w‖² on the linear layer)."""
+    from cimkit.train import Callback
+
+    x, y = _toy(64)
+    lam = 0.3
+
+    class L2(Callback):
+        def loss_term(self, model: nn.Module, step: int) -> torch.Tensor:
+            return lam * model.classifier[1].weight.pow(2).sum()
+
+    cfg = TrainConfig(epochs=1, batch_size=64, lr=0.1, optimizer="sgd", momentum=0.0, schedule="constant")
+    plain, reg = _model(), _model()
+    w0 = reg.classifier[1].weight.detach().clone()
+    r_plain = fit(plain, TensorLoader(x, y, 64), cfg, progress=False)
+    r_reg = fit(reg, TensorLoader(x, y, 64), cfg, progress=False, callbacks=[L2()])
+    term = lam * float(w0.pow(2).sum())
+    assert r_reg.history[0]["loss"] == pytest.approx(r_plain.history[0]["loss"] + term, rel=1e-5)
+    # the regularizer's gradient 2λw moved the weight by an extra -lr·2λ·w0
+    extra = reg.classifier[1].weight.detach() - plain.classifier[1].weight.detach()
+    assert torch.allclose(extra, -0.1 * 2 * lam * w0, atol=1e-6)
+
+
+def test_steps_per_epoch_caps_each_epoch() -> None:
+    x, y = _toy(256)
+    seen: list[int] = []
+
+    from cimkit.train import Callback
+
+    class Count(Callback):
+        def after_step(self, model: nn.Module, step: int) -> None:
+            seen.append(step)
+
+    cfg = TrainConfig(epochs=2, batch_size=32, lr=1e-3, steps_per_epoch=3)
+    res = fit(_model(), TensorLoader(x, y, 32, shuffle=True, seed=0), cfg, progress=False, callbacks=[Count()])
+    assert seen == [1, 2, 3, 4, 5, 6] and len(res.history) == 2  # 3 of the 8 batches per epoch

@@ -31,6 +31,7 @@ class NoiseKind(str, Enum):
 
     NONE = "none"
     ADDITIVE = "additive"
+    ADDITIVE_CHANNEL = "additive_channel"  # aihwkit-lightning's add_gauss_channel
     MULTIPLICATIVE = "multiplicative"
     DEVICE = "device"
 
@@ -40,6 +41,7 @@ class ClipKind(str, Enum):
 
     NONE = "none"
     GAUSSIAN = "gaussian"
+    GAUSSIAN_CHANNEL = "gaussian_channel"  # aihwkit-lightning's clip_type gaussian_channel
     FIXED = "fixed"
 
 
@@ -48,10 +50,16 @@ class HWAConfig(Config):
     """Hardware-aware training settings (see :mod:`cimkit.analog.hwa`).
 
     ``noise``/``noise_std``: the weight noise injected per batch (``noise_std`` for additive, in
-    units of the group's ``w_max``, and multiplicative); ``device_noise_scale`` scales the device
-    model's programming and read noise for ``device`` noise, drawn at a time log-uniform in
-    ``[t_min, t_max]`` s. ``clip``: weights clipped after every step to ``clip_sigma`` standard
-    deviations (``gaussian``) or ``±clip_value`` (``fixed``).
+    units of the group's ``w_max``; for ``additive_channel``, relative to each output channel's
+    abs-max weight, as aihwkit-lightning's ``add_gauss_channel``; for multiplicative, relative to
+    each weight); ``device_noise_scale`` scales the device model's programming and read noise for
+    ``device`` noise, drawn at a time log-uniform in ``[t_min, t_max]`` s. ``clip``: weights clipped
+    after every step to ``clip_sigma`` standard deviations of the layer (``gaussian``) or of each
+    output channel (``gaussian_channel``), or to ``±clip_value`` (``fixed``); weights that are not
+    trained (``requires_grad`` false, e.g. a frozen LoRA base) are never clipped.
+
+    Analog Foundation Models (Büchel et al., NeurIPS 2025) train with ``noise = "additive_channel"``,
+    ``noise_std = 0.03``, ``clip = "gaussian_channel"``, ``clip_sigma = 2.5``.
     """
 
     noise: NoiseKind = NoiseKind.DEVICE

@@ -22,6 +22,7 @@ from cimkit.analog.layers import AnalogLayer, analog_layers
 from cimkit.analog.mapping import Compensation, MappingConfig
 from cimkit.config import as_enum, check_range
 from cimkit.errors import ConfigError, unknown
+from cimkit.nn.adapters import standardize_
 from cimkit.nn.transform import register_transform
 from cimkit.nn.walk import FIRST, LAST, FilterFn, LayerRef, matches, select, set_module
 from cimkit.utils import derive_seed
@@ -69,6 +70,7 @@ def convert_(
         types.append(_TYPE_NAMES[t])
     if isinstance(model, tuple(_TYPE_NAMES.values())) and not list(model.children()):
         raise ConfigError("convert: pass a model that contains layers, not a bare nn.Linear/Conv (wrap it)")
+    model = standardize_(model)  # e.g. GPT-2's Conv1D -> an equivalent nn.Linear (undone by undo_)
     todo = []
     for ref in _candidates(model, types):
         if any(matches(p, ref) for p in cfg.skip):

@@ -2,7 +2,8 @@
 
 * **Weight noise per batch**, a strategy object each analog layer holds (``layer.weight_noise``,
   installed by :func:`set_hwa` from :class:`~cimkit.analog.config.HWAConfig`): ``additive`` (std
-  ``noise_std`` times the group's ``w_max``), ``multiplicative`` (std ``noise_std`` relative to each
+  ``noise_std`` times the group's ``w_max``), ``additive_channel`` (std ``noise_std`` times each
+  output channel's abs-max weight: aihwkit-lightning's ``add_gauss_channel``), ``multiplicative`` (std ``noise_std`` relative to each
   weight) or ``device``: every batch the layer's weights are programmed, drifted to a time drawn
   log-uniformly from ``[t_min, t_max]``, read once and drift-compensated with the layer's own device
   and mapping models; the forward uses these weights and the gradient goes straight through to the
@@ -11,7 +12,8 @@
   (:func:`set_weight_noise`), so users can plug in their own noise models.
 * **Weight clipping** after every optimizer step (:func:`clip_hook`, a ``step_hooks`` entry of
   ``cimkit.train.fit``): to ``clip_sigma`` standard deviations of each layer's weights (aihwkit's
-  ``WeightClipType.LAYER_GAUSSIAN``) or to ``±clip_value``.
+  ``WeightClipType.LAYER_GAUSSIAN``), of each output channel's (aihwkit-lightning's
+  ``gaussian_channel``) or to ``±clip_value``.
 * **Learned DAC/ADC ranges**: set the mapping's ``dac_range_mode``/``adc_range_mode`` to
   ``learned``; the ranges are trained with the LSQ straight-through estimator.
 * **Noise-aware knowledge distillation** (W. Zhou et al., DATE 2025): the noisy analog student is
@@ -41,7 +43,7 @@ from cimkit.train import fit
 from cimkit.utils import derive_seed
 
 __all__ = [
-    "AdditiveNoise", "DeviceNoise", "MultiplicativeNoise", "WeightNoise", "clip_hook", "clip_weights", "hwa_fit",
+    "AdditiveNoise", "ChannelNoise", "DeviceNoise", "MultiplicativeNoise", "WeightNoise", "clip_hook", "clip_weights", "hwa_fit",
     "set_hwa", "set_weight_noise", "weight_noise_for",
 ]  # fmt: skip
 
@@ -58,6 +60,28 @@ class AdditiveNoise:
 
     def __call__(self, layer: AnalogLayer, a: Tensor, v: Tensor | None, u: Tensor) -> Tensor:
         return a + self.std * torch.randn(a.shape, generator=layer.hwa_generator, device=a.device)
+
+
+class ChannelNoise:
+    """Additive Gaussian noise with std ``std`` times each output channel's abs-max weight
+    (aihwkit-lightning's ``add_gauss_channel``; Büchel et al. 2025 train with ``std = 0.03``).
+
+    In normalised units a weight ``w = u · w_scale[t, n]`` of output channel ``n`` gets noise of
+    std ``std · max_{t,r} |w[t, r, n]| / w_scale[t, n]``: the same absolute noise on every tile of
+    the channel, whatever the mapping's weight scaling. For one tile with per-column scaling this
+    is ``std`` in units of ``w_max``, as :class:`AdditiveNoise`.
+    """
+
+    def __init__(self, std: float) -> None:
+        self.std = float(std)
+
+    def __call__(self, layer: AnalogLayer, a: Tensor, v: Tensor | None, u: Tensor) -> Tensor:
+        wt = layer.geometry.to_tiles(layer.source_weight().detach())  # (T, R, N)
+        w_scale = layer.weight_scale(wt)  # (T, N)
+        ch_max = wt.abs().amax(dim=(0, 1))  # (N,)
+        sigma = (self.std * ch_max / w_scale).to(a.dtype)  # (T, N)
+        noise = torch.randn(a.shape, generator=layer.hwa_generator, device=a.device, dtype=a.dtype)
+        return a + noise * sigma.unsqueeze(1)  # (S, T, R, N)
 
 
 class MultiplicativeNoise:
@@ -110,6 +134,8 @@ def weight_noise_for(cfg: HWAConfig | None) -> WeightNoise | None:
         return None
     if cfg.noise == NoiseKind.ADDITIVE:
         return AdditiveNoise(cfg.noise_std)
+    if cfg.noise == NoiseKind.ADDITIVE_CHANNEL:
+        return ChannelNoise(cfg.noise_std)
     if cfg.noise == NoiseKind.MULTIPLICATIVE:
         return MultiplicativeNoise(cfg.noise_std)
     return DeviceNoise(cfg)
@@ -142,10 +168,16 @@ def clip_weights(model: nn.Module, cfg: HWAConfig) -> None:
         return
     for _, layer in analog_layers(model):
         w = layer.weight
+        if not w.requires_grad:  # a frozen weight (e.g. a LoRA base) is not trained, so not clipped
+            continue
         if cfg.clip == ClipKind.GAUSSIAN:
             bound = float(w.std()) * cfg.clip_sigma
             if bound > 0:
                 w.clamp_(-bound, bound)
+        elif cfg.clip == ClipKind.GAUSSIAN_CHANNEL:
+            rows = w.reshape(w.shape[0], -1)  # (C_out, fan_in)
+            bound = (rows.std(dim=1, keepdim=True) * cfg.clip_sigma).clamp_min(1e-30)  # (C_out, 1)
+            w.copy_(torch.maximum(torch.minimum(rows, bound), -bound).reshape(w.shape))
         else:
             w.clamp_(-cfg.clip_value, cfg.clip_value)
 

@@ -194,6 +194,14 @@ MAPPINGS.add(
     "standard with 8-bit weights over 4 slices of 2-bit cells and 8-bit bit-serial inputs",
 )
 MAPPINGS.add(
+    "afm",
+    MappingConfig(dac_bits=8, dac_range_mode=RangeMode.LEARNED, adc_bits=8, adc_range=14.0, out_noise=0.0),
+    "the I/O of Analog Foundation Models (Büchel et al. 2025): 8-bit inputs over a learned range, 8-bit outputs "
+    "bounded at 14 (output noise not included: set out_noise to add it)",
+    source="J. Büchel et al., NeurIPS 2025, arXiv:2505.09663; IBM/analog-foundation-models training config "
+    "(forward_inp_res = forward_out_res = 254, forward_out_bound = 14, learned input ranges)",
+)
+MAPPINGS.add(
     "offset",
     MappingConfig(pair=WeightPair.OFFSET, adc_range_mode=RangeMode.CALIBRATED),
     "one device per weight plus a digitally subtracted offset; ADC range calibrated (the offset current "

@@ -70,6 +70,7 @@ class Step:
     op: ClassVar[str] = ""
     config_cls: ClassVar[type[Config]] = Config
     tiny: ClassVar[dict[str, Any]] = {}  # settings of a seconds-long smoke run (contract tests)
+    tasks: ClassVar[tuple[str, ...]] = ()  # the tasks the step works for (empty: every task)
 
     def __init__(self, cfg: Config, index: int = 0, variant: str = "", prefix: list[dict[str, Any]] | None = None) -> None:
         self.cfg = cfg
@@ -93,6 +94,11 @@ class Step:
 
     def dry_run(self, model: nn.Module, example: Any) -> nn.Module:
         return model
+
+    @classmethod
+    def report_sections(cls, records: list[dict[str, Any]]) -> list[Any]:
+        """Report sections for the results.json records of pipelines that ran this step; none by default."""
+        return []
 
 
 STEPS: Registry[type[Step]] = Registry("pipeline step", loader=load_plugins)
@@ -252,7 +258,13 @@ class PipelineVariant(Variant):
 
     @classmethod
     def report_sections(cls, records: list[dict[str, Any]]) -> list[Any]:
+        """The sections of every step that ran (in order of first appearance), then of every protocol."""
         out: list[Any] = []
+        ops = dict.fromkeys(op for r in records for op in r.get("details", {}).get("steps", []))
+        for op in ops:
+            if op in STEPS:
+                out.extend(STEPS.get(op).report_sections(
+                    [r for r in records if op in r.get("details", {}).get("steps", [])]))
         for name in dict.fromkeys(r.get("details", {}).get("eval_protocol", "plain") for r in records):
             if name in EVALS:
                 out.extend(EVALS.get(name).report_sections(

@@ -20,7 +20,7 @@ from cimkit.config import Config, check_choice, check_range
 from cimkit.cost import ADDITIVE_FIELDS, SPECS, HardwareSpec, get_spec, price_layer
 from cimkit.cost.estimate import wire_mm
 from cimkit.errors import ConfigError, DataError, did_you_mean, unknown
-from cimkit.mixed._common import as_batches, log
+from cimkit.mixed._common import LossFn, as_batches, log
 from cimkit.mixed.allocate import ParetoPoint, pareto_frontier, random_plans, solve_ilp
 from cimkit.mixed.hessian import HessianInfo, hessian_trace
 from cimkit.mixed.plan import BitPlan, plan_from_choice, uniform_choice
@@ -364,10 +364,14 @@ def analyze(
     input_shape: Sequence[int] | None = None,
     tiles: TilesFn | None = None,
     hessian: HessianInfo | None = None,
+    loss_fn: LossFn | None = None,
     device: torch.device | str = "cpu",
     progress: bool = True,
 ) -> Analysis:
-    """Hessian traces, Ω table and cost tables for ``model`` (see :func:`mixed_precision`)."""
+    """Hessian traces, Ω table and cost tables for ``model`` (see :func:`mixed_precision`).
+
+    ``loss_fn(output, target)``: the loss whose Hessian is taken (default: cross-entropy of class
+    logits; pass a task's ``loss``, e.g. ``get_task("next_token").loss``, for other tasks)."""
     cfg = cfg or MixedConfig()
     hdata, example = _example_and_data(model, data, cfg, input_shape, device, progress)
     if hessian is None:
@@ -375,6 +379,7 @@ def analyze(
             model,
             hdata,
             layers=layers,
+            loss_fn=loss_fn,
             max_probes=cfg.probes,
             min_probes=min(cfg.min_probes, cfg.probes),
             tol=cfg.tol,
@@ -411,6 +416,7 @@ def mixed_precision(
     tiles: TilesFn | None = None,
     apply: bool = False,
     qat: Any = None,
+    loss_fn: LossFn | None = None,
     device: torch.device | str = "cpu",
     progress: bool = True,
     **options: Any,
@@ -430,12 +436,15 @@ def mixed_precision(
         apply: quantize ``model`` in place with the plan (``cimkit.quant.quantize_``) and calibrate
             its activations on ``data``.
         qat: a :class:`cimkit.train.TrainConfig`: after applying, fine-tune on ``data`` (a loader).
+        loss_fn: the loss whose Hessian ranks the layers (default cross-entropy of class logits;
+            e.g. ``get_task("next_token").loss`` for a language model).
 
     Returns:
         The :class:`BitPlan` (save it with ``plan.save(path)``; reuse with ``plan.apply(model)``).
     """
     cfg = (cfg or MixedConfig()).replace(**options) if options else (cfg or MixedConfig())
-    analysis = analyze(model, data, cfg, input_shape=input_shape, tiles=tiles, device=device, progress=progress)
+    analysis = analyze(model, data, cfg, input_shape=input_shape, tiles=tiles, loss_fn=loss_fn, device=device,
+                       progress=progress)  # fmt: skip
     plan = analysis.allocate(budget)
     if apply or qat is not None:
         calib = _calib_inputs(model, data, cfg, input_shape, device, progress)

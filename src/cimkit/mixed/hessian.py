@@ -11,6 +11,8 @@
 
 The Hessian is that of the data-set mean loss (batches weighted by their size), with the model in
 eval mode (BatchNorm uses running statistics), with respect to layer weights only (no biases).
+``scaled_dot_product_attention`` runs on its plain-math backend there (the fused kernels have no
+double backward), so transformers work too; ``loss_fn`` is the task's loss (default cross-entropy).
 First-order gradients are built once with ``create_graph=True`` and their graph is reused by every
 probe, so each probe costs one backward pass over the selected samples.
 """
@@ -29,6 +31,17 @@ from torch import nn
 from cimkit.config import check_range
 from cimkit.mixed._common import LossFn, as_batches, log, select_layers
 from cimkit.utils import progress as progress_bar
+
+try:  # torch >= 2.3
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    def _math_attention() -> Any:
+        return sdpa_kernel([SDPBackend.MATH])
+
+except ImportError:  # pragma: no cover - older torch
+
+    def _math_attention() -> Any:
+        return torch.backends.cuda.sdp_kernel(enable_flash=False, enable_mem_efficient=False, enable_math=True)
 
 
 @dataclass
@@ -115,7 +128,9 @@ class _HVP:
         self.grads: list[torch.Tensor] = []
         try:
             for x, y in batches:
-                loss = loss_fn(model(x), y) * (x.shape[0] / self.n_samples)
+                # the fused attention kernels have no double backward: attention runs as plain ops here
+                with _math_attention():
+                    loss = loss_fn(model(x), y) * (x.shape[0] / self.n_samples)
                 g = torch.autograd.grad(loss, self.weights, create_graph=True)
                 self.grads = list(g) if not self.grads else [a + b for a, b in zip(self.grads, g)]
         except BaseException:

@@ -1,4 +1,4 @@
-"""Report sections of the ``mixed`` kind: accuracy and Ω vs weight size, the plans, the plan per layer."""
+"""Report sections of the ``mixed`` kind: the task's primary metric and Ω vs weight size, the plans, the plan per layer."""
 
 from __future__ import annotations
 
@@ -10,31 +10,40 @@ from cimkit.report.html import have_matplotlib
 __all__ = ["mixed_sections", "pareto_figure"]
 
 
+def _metric(records: list[dict[str, Any]]) -> tuple[str, float, str]:
+    """``(primary metric, display scale, unit)`` of the records (accuracy in %, loss in nats, ...)."""
+    p = records[0].get("details", {}).get("metric", "accuracy")
+    unit = records[0].get("units", {}).get(p, "fraction")
+    return (p, 100.0, "%") if unit == "fraction" else (p, 1.0, unit)
+
+
 def mixed_sections(records: list[dict[str, Any]]) -> list[Section]:
     if not records:
         return []
+    p, k, unit = _metric(records)
     sections = []
     if have_matplotlib():
         sections.append(
             Section(
-                "Mixed precision: accuracy and Ω vs weight size",
+                f"Mixed precision: {p} and Ω vs weight size",
                 figure_html(pareto_figure(records), "mixed-precision Pareto plot"),
             )
         )
     rows = [
         [
             r["name"],
-            ", ".join(f"{k}={v:.6g}" for k, v in r["details"]["plan"].get("budget", {}).items()),
+            ", ".join(f"{n}={v:.6g}" for n, v in r["details"]["plan"].get("budget", {}).items()),
             f"{_plan_size(r):.0f}",
             f"{r['metrics']['avg_w_bits']:.2f}",
-            f"{100 * r['metrics']['ptq_accuracy']:.2f}",
-            f"{100 * r['metrics']['accuracy']:.2f}",
-            f"{100 * r['metrics']['random_accuracy_mean']:.2f}" if "random_accuracy_mean" in r["metrics"] else "",
+            f"{k * r['metrics'][f'ptq_{p}']:.4g}",
+            f"{k * r['metrics'][p]:.4g}",
+            f"{k * r['metrics'][f'random_{p}_mean']:.4g}" if f"random_{p}_mean" in r["metrics"] else "",
         ]
         for r in records
     ]
     sections.append(Section("Mixed precision: plans", table_html(
-        ["variant", "budget", "Linear/Conv bytes", "avg W bits", "PTQ acc (%)", "QAT acc (%)", "random plans acc (%)"], rows
+        ["variant", "budget", "Linear/Conv bytes", "avg W bits", f"PTQ {p} ({unit})", f"QAT {p} ({unit})",
+         f"random plans {p} ({unit})"], rows
     )))  # fmt: skip
     for r in records:
         lrows = [
@@ -61,6 +70,7 @@ def pareto_figure(records: list[dict[str, Any]]) -> Any:
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
+    p, k, unit = _metric(records)
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
     seen_uniform: dict[int, dict[str, Any]] = {}
     for r in records:
@@ -68,20 +78,20 @@ def pareto_figure(records: list[dict[str, Any]]) -> Any:
             seen_uniform.setdefault(u["bits"], u)
     if seen_uniform:
         us = [seen_uniform[b] for b in sorted(seen_uniform)]
-        ax1.plot([u["size_bytes"] / 1e3 for u in us], [100 * u["accuracy"] for u in us], "s--", color="tab:gray",
-                 label="uniform (" + ("QAT" if any("ptq_accuracy" in u and u["accuracy"] != u["ptq_accuracy"] for u in us) else "PTQ") + ")")  # fmt: skip
+        ax1.plot([u["size_bytes"] / 1e3 for u in us], [k * u[p] for u in us], "s--", color="tab:gray",
+                 label="uniform (" + ("QAT" if any(f"ptq_{p}" in u and u[p] != u[f"ptq_{p}"] for u in us) else "PTQ") + ")")  # fmt: skip
         for u in us:
-            ax1.annotate(f"W{u['bits']}", (u["size_bytes"] / 1e3, 100 * u["accuracy"]), textcoords="offset points",
+            ax1.annotate(f"W{u['bits']}", (u["size_bytes"] / 1e3, k * u[p]), textcoords="offset points",
                          xytext=(4, -10), fontsize=8)  # fmt: skip
             ax2.plot(u["size_bytes"] / 1e3, u["omega"], "s", color="tab:gray")
     rs = sorted(records, key=_plan_size)
-    ax1.plot([_plan_size(r) / 1e3 for r in rs], [100 * r["metrics"]["accuracy"] for r in rs], "o-",
+    ax1.plot([_plan_size(r) / 1e3 for r in rs], [k * r["metrics"][p] for r in rs], "o-",
              color="tab:red", label="Hessian mixed precision")  # fmt: skip
-    ax1.plot([_plan_size(r) / 1e3 for r in rs], [100 * r["metrics"]["ptq_accuracy"] for r in rs], "o",
+    ax1.plot([_plan_size(r) / 1e3 for r in rs], [k * r["metrics"][f"ptq_{p}"] for r in rs], "o",
              mfc="none", color="tab:red", label="mixed, before QAT")  # fmt: skip
     rnd = [x for r in records for x in r["details"].get("random", [])]
     if rnd:
-        ax1.plot([x["size_bytes"] / 1e3 for x in rnd], [100 * x["accuracy"] for x in rnd], "x", color="tab:blue",
+        ax1.plot([x["size_bytes"] / 1e3 for x in rnd], [k * x[p] for x in rnd], "x", color="tab:blue",
                  label="random plans, same size")  # fmt: skip
         ax2.plot([x["size_bytes"] / 1e3 for x in rnd], [x["omega"] for x in rnd], "x", color="tab:blue")
     front = records[0]["details"].get("pareto", [])
@@ -91,7 +101,7 @@ def pareto_figure(records: list[dict[str, Any]]) -> Any:
     ax2.plot([_plan_size(r) / 1e3 for r in rs], [r["metrics"]["omega"] for r in rs], "o", color="tab:red",
              label="chosen plans")  # fmt: skip
     ax1.set_xlabel("storage of the Linear/Conv layers (kB)")
-    ax1.set_ylabel("test accuracy (%)")
+    ax1.set_ylabel(f"test {p} ({unit})")
     ax1.grid(alpha=0.3)
     ax1.legend(fontsize=8)
     ax2.set_xlabel("storage of the Linear/Conv layers (kB)")

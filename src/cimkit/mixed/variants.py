@@ -34,6 +34,7 @@ from cimkit.mixed.api import Analysis, MixedConfig, analyze
 from cimkit.mixed.plan import BitPlan
 from cimkit.mixed.report import mixed_sections
 from cimkit.mixed.zeroq import ZeroQConfig, distill_data
+from cimkit.nn.adapters import standardize_
 from cimkit.quant.accounting import account
 from cimkit.train import FinetuneConfig
 
@@ -102,23 +103,27 @@ class MixedVariant(Variant):
 
     def _evaluate_plan(self, ctx: RunContext, plan: BitPlan, calib: list[Any], tag: str,
                        qat: bool) -> tuple[dict[str, float], nn.Module]:  # fmt: skip
+        """``{ptq_<primary>, <primary>}`` of ``plan`` (``accuracy`` for classification, ``loss`` for
+        next-token prediction, ``psnr`` for regression), and the final model."""
         cfg = self.cfg
-        model = ctx.baseline_copy()
+        p = ctx.primary
+        model = standardize_(ctx.baseline_copy())  # e.g. GPT-2's Conv1D layers as Linears, as quantize_ sees them
         plan.apply(model, calib)
-        out = {"ptq_accuracy": float(ctx.evaluate(model)["accuracy"])}
+        out = {f"ptq_{p}": float(ctx.evaluate(model)[p])}
         if qat and cfg.qat_epochs > 0:
             ctx.finetune(model, cfg.finetune(ctx.train_cfg.kd_temperature), tag=f"mixed-{tag}", key=plan.to_dict())
-            out["accuracy"] = float(ctx.evaluate(model)["accuracy"])
+            out[p] = float(ctx.evaluate(model)[p])
         else:
-            out["accuracy"] = out["ptq_accuracy"]
+            out[p] = out[f"ptq_{p}"]
         return out, model
 
     def run(self, ctx: RunContext) -> VariantResult:
         cfg = self.cfg
-        if ctx.task.name != "classification":
-            raise ConfigError(f"variants.{self.name}: the mixed kind needs a classification task (its Hessian is "
-                              f"taken of the cross-entropy loss); this experiment's task is '{ctx.task.name}'")  # fmt: skip
-        model = ctx.baseline_copy()
+        if cfg.data_free and ctx.task.name != "classification":
+            raise ConfigError(f"variants.{self.name}: data_free (ZeroQ distilled inputs) needs a classification task "
+                              f"with BatchNorm; this experiment's task is '{ctx.task.name}'")  # fmt: skip
+        p = ctx.primary
+        model = standardize_(ctx.baseline_copy())  # e.g. GPT-2's Conv1D layers as Linears, as quantize_ sees them
         t0 = time.perf_counter()
         if cfg.data_free:
             data = None
@@ -133,6 +138,7 @@ class MixedVariant(Variant):
             data,
             cfg.mixed_config(),
             input_shape=tuple(ctx.data.x_train.shape[1:]),
+            loss_fn=ctx.task.loss,  # the Hessian of the task's own loss (cross-entropy, per-token CE, MSE)
             device=ctx.device,
             progress=ctx.progress,
         )
@@ -155,9 +161,10 @@ class MixedVariant(Variant):
                 randoms.append({"size_bytes": rp.size_bytes, "omega": rp.omega, "layer_bits": rp.layer_bits, **r})
 
         params = {layer.name: layer.params for layer in analysis.table.layers}
+        unit = ctx.task.units.get(p, "")
         metrics: dict[str, float] = {
-            "accuracy": res["accuracy"],
-            "ptq_accuracy": res["ptq_accuracy"],
+            p: res[p],
+            f"ptq_{p}": res[f"ptq_{p}"],
             "size_bytes": account(final, ctx.example_input()).total["size_bytes"],  # the whole model
             "plan_size_bytes": plan.size_bytes,  # the planned Linear/Conv layers (the ILP's size)
             "avg_w_bits": plan.average_bits(params),
@@ -168,8 +175,8 @@ class MixedVariant(Variant):
             "plan_seconds": t_plan,
         }
         units = {
-            "accuracy": "fraction",
-            "ptq_accuracy": "fraction",
+            p: unit,
+            f"ptq_{p}": unit,
             "size_bytes": "bytes",
             "plan_size_bytes": "bytes",
             "avg_w_bits": "bits",
@@ -183,9 +190,10 @@ class MixedVariant(Variant):
             metrics[f"plan_{k}"] = v
             units[f"plan_{k}"] = field_unit(k)
         if randoms:
-            metrics["random_accuracy_mean"] = float(np.mean([r["accuracy"] for r in randoms]))
-            units["random_accuracy_mean"] = "fraction"
+            metrics[f"random_{p}_mean"] = float(np.mean([r[p] for r in randoms]))
+            units[f"random_{p}_mean"] = unit
         details = {
+            "metric": p,
             "plan": plan.to_dict(),
             "layers": _layer_rows(analysis, plan),
             "pareto": [{"size_bytes": p.cost, "omega": p.omega} for p in analysis.pareto(max_points=300)],

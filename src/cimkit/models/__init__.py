@@ -16,32 +16,50 @@ from typing import Any
 from torch import nn
 
 from cimkit.errors import ConfigError
-from cimkit.models import cnn, gpt, resnet, siren, text  # noqa: F401  (registers the models)
+from cimkit.models import cnn, gpt, resnet, siren, text, vit  # noqa: F401  (registers the models)
 from cimkit.models.registry import MODELS
+from cimkit.plugins import load_plugins
 
-__all__ = ["MODELS", "SPEC_KEYS", "create", "describe_models", "list_models", "model_input_kind"]
+__all__ = ["MODELS", "SPEC_KEYS", "create", "describe_models", "list_models", "model_input_kind", "model_requirements"]
 
 # what a dataset may describe (cimkit.data.Dataset.model_spec); a factory takes the ones it names
 SPEC_KEYS = ("in_channels", "num_classes", "input_size", "vocab_size", "block_size", "in_features", "out_features")
 
 
+def _known(name: str) -> None:
+    """Models registered by a concern's plugin (e.g. ``bitnet_lm`` by :mod:`cimkit.lm`) are found too."""
+    if name not in MODELS:
+        load_plugins()
+
+
 def list_models(pattern: str = "*") -> list[str]:
-    """Registered model names matching a shell-style wildcard."""
+    """Registered model names matching a shell-style wildcard (plugins' models included)."""
+    load_plugins()
     return MODELS.list(pattern)
 
 
 def describe_models(pattern: str = "*") -> list[tuple[str, str]]:
     """``(name, one-line description)`` pairs."""
+    load_plugins()
     return MODELS.describe(pattern)
 
 
 def model_input_kind(name: str) -> str:
     """``"image"``, ``"text"`` or ``"coords"``: the kind of dataset a model consumes."""
+    _known(name)
     return MODELS.entry(name).meta.get("inputs", "image")
+
+
+def model_requirements(name: str) -> list[str]:
+    """Optional packages model ``name`` needs (its ``requires`` metadata, e.g. ``["transformers"]``)."""
+    _known(name)
+    req = MODELS.entry(name).meta.get("requires", ())
+    return [req] if isinstance(req, str) else list(req)
 
 
 def model_options(name: str) -> list[str]:
     """The options of model ``name`` (its factory's parameters that are not dataset-description keys)."""
+    _known(name)
     params = inspect.signature(MODELS.get(name)).parameters
     return [p for p, v in params.items() if p not in SPEC_KEYS and v.kind is not inspect.Parameter.VAR_KEYWORD]
 
@@ -52,6 +70,7 @@ def create(name: str, **kwargs: Any) -> nn.Module:
     Unknown names or options raise :class:`~cimkit.errors.ConfigError`; so do sizes a model cannot
     be built with (non-positive widths, a window longer than the model's context, ...).
     """
+    _known(name)
     factory = MODELS.get(name)
     params = inspect.signature(factory).parameters
     options = model_options(name)

@@ -48,15 +48,17 @@ GPT_SIZES: dict[str, tuple[int, int, int]] = {
 
 
 class CausalSelfAttention(nn.Module):
-    """Multi-head causal self-attention with separate ``q``, ``k``, ``v`` and output ``proj`` Linears.
+    """Multi-head self-attention with separate ``q``, ``k``, ``v`` and output ``proj`` Linears.
 
     ``y = proj(concat_h softmax(q_h k_hᵀ / sqrt(D) + causal mask) v_h)`` with ``D = C / n_head``
-    (Vaswani et al. 2017, eq. 1).
+    (Vaswani et al. 2017, eq. 1). ``causal=False`` drops the mask (every token attends to every
+    other, as in a vision transformer's encoder).
     """
 
-    def __init__(self, n_embd: int, n_head: int, dropout: float = 0.0, bias: bool = True) -> None:
+    def __init__(self, n_embd: int, n_head: int, dropout: float = 0.0, bias: bool = True, causal: bool = True) -> None:
         super().__init__()
         self.n_head = n_head
+        self.causal = causal
         self.q = nn.Linear(n_embd, n_embd, bias=bias)
         self.k = nn.Linear(n_embd, n_embd, bias=bias)
         self.v = nn.Linear(n_embd, n_embd, bias=bias)
@@ -68,11 +70,11 @@ class CausalSelfAttention(nn.Module):
         """The activation x activation products ``softmax(q kᵀ / sqrt(D), causal) v`` (digital on CIM).
 
         Inputs and output (B, H, T, D). Work: ``B·H·T²·D`` multiply-accumulates for ``q kᵀ`` and as
-        many for the product with ``v`` when computed densely (the causal mask leaves
+        many for the product with ``v`` when computed densely (a causal mask leaves
         ``T(T+1)/2`` of the ``T²`` scores non-zero), plus ``B·H·T²`` exponentials.
         """
         p = self.dropout if self.training else 0.0
-        return F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=True)  # (B, H, T, D)
+        return F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=self.causal)  # (B, H, T, D)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, T, _ = x.shape
@@ -101,10 +103,10 @@ class MLP(nn.Module):
 class Block(nn.Module):
     """Pre-LayerNorm transformer block: ``x + attn(ln1(x))`` then ``x + mlp(ln2(x))``."""
 
-    def __init__(self, n_embd: int, n_head: int, dropout: float = 0.0, bias: bool = True) -> None:
+    def __init__(self, n_embd: int, n_head: int, dropout: float = 0.0, bias: bool = True, causal: bool = True) -> None:
         super().__init__()
         self.ln1 = nn.LayerNorm(n_embd, bias=bias)
-        self.attn = CausalSelfAttention(n_embd, n_head, dropout, bias)
+        self.attn = CausalSelfAttention(n_embd, n_head, dropout, bias, causal)
         self.ln2 = nn.LayerNorm(n_embd, bias=bias)
         self.mlp = MLP(n_embd, dropout, bias)
 

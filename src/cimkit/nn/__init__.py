@@ -4,6 +4,7 @@ See :mod:`cimkit.nn.walk` (select layers, name patterns, per-layer rule tables, 
 :mod:`cimkit.nn.transform` (``apply_`` dispatched on the config's type, ``undo_``).
 """
 
+from cimkit.nn.adapters import ADAPTERS, TransposedLinear, register_adapter, standardize_
 from cimkit.nn.transform import TRANSFORMS, Transformed, apply_, is_transformed, register_transform, undo_, unwrap_all
 from cimkit.nn.walk import (
     FIRST,
@@ -20,7 +21,26 @@ from cimkit.nn.walk import (
 )
 
 __all__ = [
-    "FIRST", "LAST", "TRANSFORMS", "FilterFn", "LayerRef", "Rules", "Transformed", "apply_", "base_type",
-    "is_transformed", "matches", "register_transform", "register_weighted_type", "select", "set_module",
-    "undo_", "unwrap_all", "weighted_types",
+    "ADAPTERS",
+    "FIRST",
+    "LAST",
+    "TRANSFORMS",
+    "FilterFn",
+    "LayerRef",
+    "Rules",
+    "Transformed",
+    "TransposedLinear",
+    "apply_",
+    "base_type",
+    "is_transformed",
+    "matches",
+    "register_adapter",
+    "register_transform",
+    "register_weighted_type",
+    "select",
+    "set_module",
+    "standardize_",
+    "undo_",
+    "unwrap_all",
+    "weighted_types",
 ]  # fmt: skip

@@ -75,8 +75,9 @@ def quant_layer_size(mod: QuantLayer) -> float:
     w = mod.weight
     wq = mod.w_quant
     bias = 0 if getattr(mod, "bias", None) is None else int(mod.bias.numel())  # type: ignore[attr-defined]
-    return planned_size_bytes(int(w.numel()), int(w.shape[0]), bias, wq.bits, per_channel=wq.axis is not None,
-                              symmetric=wq.symmetric, act_quant=mod.a_quant is not None)  # fmt: skip
+    scales = int(wq.zero_point.numel())  # one grid per channel, per tensor or per (row, group)
+    return storage_bytes(int(w.numel()), wq.bits, bias=bias, scales=scales, zero_points=0 if wq.symmetric else scales,
+                         act_grid=mod.a_quant is not None)  # fmt: skip
 
 
 @register_cost(QuantLayer)

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from cimkit.errors import ConfigError, DataError
+from cimkit.nn.adapters import standardize_
 from cimkit.nn.transform import register_transform
 from cimkit.nn.walk import FilterFn, select, set_module
 from cimkit.quant.config import QuantConfig, as_quant_config
@@ -56,14 +57,17 @@ def quantize_(
     Activation quantizers initialize lazily; call :func:`calibrate` for proper ranges.
     """
     cfg = as_quant_config(config)
+    model = standardize_(model)  # e.g. GPT-2's Conv1D -> an equivalent nn.Linear (undone by undo_)
     layers = select(model, FLOAT_TYPES)
     if not layers:
         raise ConfigError("quantize_: the model has no nn.Linear / nn.Conv1d / nn.Conv2d layers")
-    for ref in layers:
+    todo = [(ref, cfg.for_layer(ref.name, index=ref.index, count=ref.count)) for ref in layers]
+    if cfg.embeddings:
+        todo += [(ref, cfg.for_layer(ref.name)) for ref in select(model, nn.Embedding)]
+    for ref, lc in todo:
         name, mod = ref.name, ref.module
         if filter_fn is not None and not filter_fn(name, mod):
             continue
-        lc = cfg.for_layer(name, index=ref.index, count=ref.count)
         if lc is None:
             continue
         if isinstance(mod, QuantLayer) and type(mod).unwrap is not QuantLayer.unwrap:
@@ -71,8 +75,13 @@ def quantize_(
                 f"quantize_: layer '{name}' is already mapped by another transform ({type(mod).__name__}); "
                 f"quantize before mapping onto crossbars"
             )
+        if not isinstance(mod, QuantLayer) and callable(getattr(mod, "transformed_weight", None)):
+            raise ConfigError(
+                f"quantize_: layer '{name}' ({type(mod).__name__}) already computes with a transformed weight of "
+                f"its own (e.g. BitLinear's ternary weights); leave it out with skip = ['{name}'] or undo_ it first"
+            )
         base = mod.to_float() if isinstance(mod, QuantLayer) else mod
-        _check_layer(name, base)
+        _check_layer(name, base, lc)
         new = QuantLayer.from_float(base, lc)
         if name == "":
             return new  # type: ignore[return-value]
@@ -80,8 +89,9 @@ def quantize_(
     return model
 
 
-def _check_layer(name: str, mod: nn.Module) -> None:
-    """A layer quantization can handle: weights with at least one element, all finite."""
+def _check_layer(name: str, mod: nn.Module, cfg: QuantConfig) -> None:
+    """A layer quantization can handle: weights with at least one element, all finite; a group
+    size that divides its fan-in."""
     w = mod.weight
     if w.numel() == 0:
         raise ConfigError(
@@ -90,6 +100,12 @@ def _check_layer(name: str, mod: nn.Module) -> None:
         )
     if not bool(torch.isfinite(w).all()):
         raise ConfigError(f"quantize_: layer '{name or type(mod).__name__}' has NaN or infinite weights")
+    fan_in = int(w[0].numel())
+    if cfg.group_size and fan_in % cfg.group_size:
+        raise ConfigError(
+            f"group_size: {cfg.group_size} does not divide the fan-in {fan_in} of layer '{name or type(mod).__name__}'; "
+            f"allowed: a divisor of every quantized layer's fan-in (or override it for that layer, or skip it)"
+        )
 
 
 @register_transform(QuantConfig, "quantize", "fake-quantize weights and input activations (QuantConfig)")

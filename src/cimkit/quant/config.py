@@ -23,12 +23,19 @@ class WMode(str, Enum):
     TERNARY_ABSMEAN = "ternary_absmean"  # BitNet b1.58: RoundClip(w / mean|w|, -1, 1), 2 bits of storage
 
 
+class AGranularity(str, Enum):
+    """Over what an activation grid is taken."""
+
+    TENSOR = "tensor"  # one grid per layer input, calibrated on data (static)
+    TOKEN = "token"  # one grid per token (row of the feature dimension), computed at run time (dynamic)
+
+
 MODE_BITS = {WMode.BINARY: 1, WMode.TERNARY_TWN: 2, WMode.TERNARY_ABSMEAN: 2}
 
 # fields a per-layer override may set (everything except the pattern tables themselves)
 _LAYER_FIELDS = (
     "w_bits", "a_bits", "w_mode", "per_channel", "w_symmetric", "a_symmetric", "observer",
-    "w_observer", "percentile", "lsq",
+    "w_observer", "percentile", "lsq", "group_size", "a_granularity",
 )  # fmt: skip
 
 
@@ -52,6 +59,17 @@ class QuantConfig(Config):
       percentile observer.
     * ``lsq``: learn the step sizes (Esser et al., ICLR 2020) for affine weights and activations;
       they are initialized from the observers.
+    * ``group_size``: per-group weight grids (Q-BERT, Shen et al. AAAI 2020; the ``g`` of GPTQ/AWQ
+      "W4 g128"): each output row's inputs (the flattened ``C_in·k`` of a convolution) are split into
+      consecutive groups of ``group_size``, each with its own scale (and zero point), so a layer has
+      ``out · in / group_size`` grids. 0 = off (per channel / per tensor). It must divide the fan-in
+      of every quantized layer; ``group_size = in_features`` is exactly per-channel quantization.
+    * ``a_granularity``: ``tensor`` (one activation grid per layer input, calibrated) or ``token``
+      (dynamic: one grid per token, i.e. per vector along the feature dimension, computed at run
+      time from that token's abs-max (symmetric) or min/max (asymmetric); no calibration; as
+      BitNet's per-token absmax 8-bit activations and LLM.int8()/SmoothQuant's per-token scales).
+    * ``embeddings``: also quantize ``nn.Embedding`` tables (one grid per embedding row, weights
+      only); by default embeddings stay in float. LayerNorm / RMSNorm always stay in float.
     * ``overrides``: module-name pattern (``fnmatch``; an exact name is a pattern too; ``@first`` /
       ``@last`` name the first / last quantizable layer) -> fields to change for matching layers,
       applied in order. An override that sets ``w_bits`` without ``w_mode`` picks ``binary`` for 1
@@ -69,11 +87,23 @@ class QuantConfig(Config):
     w_observer: ObserverKind | None = None
     percentile: float = 99.99
     lsq: bool = False
+    group_size: int = 0
+    a_granularity: AGranularity = AGranularity.TENSOR
+    embeddings: bool = False
     overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
     skip: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.w_mode = as_enum("w_mode", self.w_mode, WMode)
+        self.a_granularity = as_enum("a_granularity", self.a_granularity, AGranularity)
+        if isinstance(self.group_size, bool) or not isinstance(self.group_size, int):
+            raise ConfigError(f"group_size: expected an integer, got {self.group_size!r}")
+        check_range("group_size", self.group_size, 0)
+        if self.group_size and not self.per_channel:
+            raise ConfigError("group_size: groups are taken within each output row; needs per_channel = true")
+        if self.a_granularity is AGranularity.TOKEN and self.lsq:
+            raise ConfigError("lsq: per-token activation grids are computed at run time and have no step size to "
+                              "learn; allowed with a_granularity = 'token': lsq = false")  # fmt: skip
         self.observer = as_enum("observer", self.observer, ObserverKind)
         if self.w_observer is not None:
             self.w_observer = as_enum("w_observer", self.w_observer, ObserverKind)
@@ -154,15 +184,19 @@ class QuantConfig(Config):
         return QuantConfig.from_dict({k: v for k, v in self.to_dict().items() if k in names})
 
     def label(self) -> str:
-        """Short label such as ``W4A4``, ``WbinA4``, ``WternA8``, ``Wb1.58A8``, ``W8Afp`` (with
-        `` +overrides`` when some layers differ)."""
+        """Short label such as ``W4A4``, ``WbinA4``, ``WternA8``, ``Wb1.58A8``, ``W8Afp``,
+        ``W4g32A8/token`` (with `` +overrides`` when some layers differ)."""
         w = {
             WMode.AFFINE: f"W{self.w_bits}",
             WMode.BINARY: "Wbin",
             WMode.TERNARY_TWN: "Wtern",
             WMode.TERNARY_ABSMEAN: "Wb1.58",
         }[self.w_mode]
+        if self.group_size:
+            w += f"g{self.group_size}"
         a = "Afp" if self.a_bits is None else f"A{self.a_bits}"
+        if self.a_bits is not None and self.a_granularity is AGranularity.TOKEN:
+            a += "/token"
         return f"{w}{a}" + (" +overrides" if self.overrides or self.skip else "")
 
 
@@ -188,6 +222,14 @@ QUANT_PRESETS.add("binary_a4", QuantConfig(w_mode=WMode.BINARY, a_bits=4, observ
                   "binary weights (sign·mean|w| per channel) with 4-bit activations, for 1-cell-per-weight CIM")  # fmt: skip
 QUANT_PRESETS.add("binary_a8", QuantConfig(w_mode=WMode.BINARY, a_bits=8),
                   "binary weights (sign·mean|w| per channel) with 8-bit activations")  # fmt: skip
+QUANT_PRESETS.add("w8a8_token", QuantConfig(a_symmetric=True, a_granularity=AGranularity.TOKEN),
+                  "8-bit per-channel weights, 8-bit per-token dynamic (abs-max) activations")  # fmt: skip
+QUANT_PRESETS.add("w4g32a8", QuantConfig(w_bits=4, group_size=32, w_observer=ObserverKind.MSE, a_symmetric=True,
+                  a_granularity=AGranularity.TOKEN),
+                  "4-bit weights in groups of 32 inputs per row (MSE ranges), 8-bit per-token activations")  # fmt: skip
+QUANT_PRESETS.add("bitnet_b158", QuantConfig(w_mode=WMode.TERNARY_ABSMEAN, per_channel=False, a_bits=8,
+                  a_symmetric=True, a_granularity=AGranularity.TOKEN),
+                  "BitNet b1.58: absmean ternary weights (per tensor), per-token abs-max 8-bit activations")  # fmt: skip
 
 
 def as_quant_config(config: QuantConfig | str | dict[str, Any]) -> QuantConfig:

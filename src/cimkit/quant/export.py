@@ -89,6 +89,19 @@ def _int_dtype(qmin: int, qmax: int) -> torch.dtype:
 # ----------------------------------------------------------------------------- export
 
 
+def _check_exportable(name: str, m: QuantLayer) -> None:
+    """Refuse grids this format does not describe: per-group weights, per-token activations, embeddings."""
+    if m.w_quant.grouped:
+        raise ConfigError(f"export: layer '{name}' has group-wise weight grids (group_size = {m.w_quant.group_size}); "
+                          f"the integer/ONNX export holds per-channel or per-tensor grids; allowed: group_size = 0")  # fmt: skip
+    if m.a_quant is not None and m.a_quant.per_token:
+        raise ConfigError(f"export: layer '{name}' quantizes its input per token at run time (a_granularity = "
+                          f"'token'); the integer/ONNX export holds fixed activation grids; allowed: 'tensor'")  # fmt: skip
+    if isinstance(m, nn.Embedding):
+        raise ConfigError(f"export: layer '{name}' is a quantized embedding; the integer/ONNX export holds "
+                          f"Linear/Conv layers; quantize with embeddings = false to export")  # fmt: skip
+
+
 def export_quantized(model: nn.Module, directory: str | Path) -> Path:
     """Write ``weights.safetensors`` + ``manifest.json`` for ``model`` into ``directory``; returns it."""
     out = Path(directory)
@@ -98,6 +111,8 @@ def export_quantized(model: nn.Module, directory: str | Path) -> Path:
     if not q_layers:
         raise ConfigError("export_quantized: the model has no quantized layers (call quantize_ first)")
     covered: set[str] = set()
+    for name, m in q_layers:
+        _check_exportable(name, m)
     for name, m in q_layers:
         wq = m.w_quant
         codes, scale, zp = wq.qparams(m.weight)

@@ -291,3 +291,40 @@ def absmean_fake(w: Tensor, per_channel: bool = False, clip: float = 1.0) -> Ten
     """BitNet b1.58 ternary weights with a clipped straight-through gradient."""
     q, g = absmean_ternarize(w, per_channel)
     return _fake_from(w, q, g, per_channel, clip)
+
+
+# ----------------------------------------------------------------------------- per-token and per-group grids
+
+
+def per_token_qparams(x: Tensor, bits: int, symmetric: bool = True, dim: int = -1) -> tuple[Tensor, Tensor, int, int]:
+    """Dynamic grid of every token: ``(scale, zero_point, qmin, qmax)`` with one scale per vector
+    along ``dim`` (the feature dimension), shaped like ``x`` with ``dim`` of size 1.
+
+    ``symmetric``: the token's abs-max on the signed narrow grid ``[-(2^(b-1)-1), 2^(b-1)-1]``, zero
+    point 0 (BitNet b1.58's ``Quant(x) = Clip(round(x · Q_b / γ))`` with ``γ = ||x||_∞`` and
+    ``Q_b = 2^(b-1) - 1``; Ma et al. 2024 / Wang et al. 2023, eq. 4). Otherwise the token's
+    ``[min(x, 0), max(x, 0)]`` on ``[0, 2^b - 1]`` with a rounded zero point. Detached."""
+    xd = x.detach()
+    lo, hi = xd.amin(dim=dim, keepdim=True), xd.amax(dim=dim, keepdim=True)  # (..., 1, ...)
+    return qparams_from_range(lo, hi, bits, symmetric=symmetric)
+
+
+def fake_quantize_per_token(x: Tensor, bits: int, symmetric: bool = True, dim: int = -1) -> Tensor:
+    """``x`` quantized and dequantized on its per-token grid (:func:`per_token_qparams`).
+
+    Nothing is clipped (each token's grid covers its own range), so the straight-through gradient
+    is the identity; the scale is a function of the data and gets no gradient (as in BitNet)."""
+    s, z, qmin, qmax = per_token_qparams(x, bits, symmetric, dim)
+    s, z = s.to(x.dtype), z.to(x.dtype)
+    q = torch.clamp(torch.round(x.detach() / s) + z, qmin, qmax)
+    return (q - z) * s + (x - x.detach())  # exactly the grid value forward, identity gradient
+
+
+def group_rows(w: Tensor, group_size: int) -> Tensor:
+    """``w`` (C_out, ...) as ``(C_out · G, group_size)``: each output row's flattened fan-in cut into
+    ``G = fan_in / group_size`` consecutive groups (a view when ``w`` is contiguous). Per-channel
+    quantization of this matrix along dim 0 is per-group quantization of ``w``."""
+    fan_in = w[0].numel() if w.dim() > 1 else w.numel()
+    if group_size <= 0 or fan_in % group_size:
+        raise ConfigError(f"group_size: {group_size} does not divide the fan-in {fan_in}; allowed: a divisor of it")
+    return w.reshape(-1, group_size)

@@ -64,7 +64,9 @@ class QuantLayer:
         q.quant_config = cfg
         q.w_quant = WeightQuantizer(cfg, _raw_weight(mod))
         dev = _raw_weight(mod).device
-        q.register_module("a_quant", ActQuantizer(cfg, device=dev) if cfg.a_bits is not None else None)
+        use_a = cfg.a_bits is not None and not isinstance(mod, nn.Embedding)  # an embedding's input is ids
+        feat = 1 if isinstance(mod, (nn.Conv1d, nn.Conv2d)) else -1
+        q.register_module("a_quant", ActQuantizer(cfg, device=dev, feature_dim=feat) if use_a else None)
         return q
 
     def to_float(self) -> nn.Module:
@@ -109,12 +111,15 @@ class QuantLayer:
         return x if self.a_quant is None else self.a_quant(x)
 
     @torch.no_grad()
-    def weight_grid(self) -> tuple[Tensor, int]:
+    def weight_grid(self) -> tuple[Tensor, int] | None:
         """``(step, levels)``: the quantized weight of output channel ``c`` is ``k · step[c]`` with
         integer ``|k| <= levels`` (``step`` has shape ``(C,)`` or ``(1,)``, in the weight's dtype).
         Affine grids give their scale and the largest ``|code - zero_point|``; binary/ternary give
-        ``α`` and 1."""
+        ``α`` and 1. Group-wise grids (several steps per output channel) give None: no single step
+        per column exists, so a crossbar maps such weights by their abs-max like float weights."""
         wq, w = self.w_quant, self.weight
+        if wq.grouped:
+            return None
         if wq.mode is not WMode.AFFINE:
             _, scale = wq._ternary_binary(w)
             return scale.detach().to(w.dtype).reshape(-1), 1
@@ -147,6 +152,12 @@ class _ConvOps:
         return self._conv_forward(self.transformed_input(x), self.transformed_weight(), self.bias)  # type: ignore[attr-defined]
 
 
+class _EmbeddingOps:
+    def forward(self, x: Tensor) -> Tensor:
+        return F.embedding(x, self.transformed_weight(), self.padding_idx, self.max_norm,  # type: ignore[attr-defined]
+                           self.norm_type, self.scale_grad_by_freq, self.sparse)  # type: ignore[attr-defined]  # fmt: skip
+
+
 class QuantLinear(QuantLayer, _LinearOps, nn.Linear):
     float_cls = nn.Linear
 
@@ -159,10 +170,18 @@ class QuantConv2d(QuantLayer, _ConvOps, nn.Conv2d):
     float_cls = nn.Conv2d
 
 
+class QuantEmbedding(QuantLayer, _EmbeddingOps, nn.Embedding):
+    """An embedding table with quantized rows (one grid per row with ``per_channel``); the lookup
+    stays a lookup (digital on CIM hardware), its input (token ids) is never quantized."""
+
+    float_cls = nn.Embedding
+
+
 QUANT_CLASSES: dict[type[nn.Module], type[QuantLayer]] = {
     nn.Linear: QuantLinear,
     nn.Conv1d: QuantConv1d,
     nn.Conv2d: QuantConv2d,
+    nn.Embedding: QuantEmbedding,
 }
 FLOAT_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d)
 
@@ -174,9 +193,15 @@ def quant_class(src: type[nn.Module]) -> type[QuantLayer]:
         return QUANT_CLASSES[src]
     if issubclass(src, QuantLayer):
         raise TypeError(f"{src.__name__} is already quantized")
-    ops = _LinearOps if issubclass(src, nn.Linear) else _ConvOps if issubclass(src, (nn.Conv1d, nn.Conv2d)) else None
+    ops: type | None = None
+    if issubclass(src, nn.Linear):
+        ops = _LinearOps
+    elif issubclass(src, (nn.Conv1d, nn.Conv2d)):
+        ops = _ConvOps
+    elif issubclass(src, nn.Embedding):
+        ops = _EmbeddingOps
     if ops is None:
-        raise ConfigError(f"quantize_: {src.__name__} is not an nn.Linear / nn.Conv1d / nn.Conv2d layer")
+        raise ConfigError(f"quantize_: {src.__name__} is not an nn.Linear / nn.Conv1d / nn.Conv2d / nn.Embedding layer")
     cls = type(f"Quant{src.__name__}", (QuantLayer, ops, src), {"float_cls": src, "__module__": __name__})
     QUANT_CLASSES[src] = cls  # type: ignore[assignment]
     return cls  # type: ignore[return-value]
@@ -188,6 +213,6 @@ def is_quantizable(m: nn.Module) -> bool:
 
 
 __all__ = [
-    "FLOAT_TYPES", "QUANT_CLASSES", "QuantConv1d", "QuantConv2d", "QuantLayer", "QuantLinear", "is_quantizable",
-    "quant_class",
+    "FLOAT_TYPES", "QUANT_CLASSES", "QuantConv1d", "QuantConv2d", "QuantEmbedding", "QuantLayer", "QuantLinear",
+    "is_quantizable", "quant_class",
 ]  # fmt: skip

@@ -119,6 +119,14 @@ class _OnnxQuantLayer(nn.Module):
     def __init__(self, layer: QuantLayer) -> None:
         super().__init__()
         wq = layer.w_quant
+        if isinstance(layer, nn.Embedding):
+            raise ConfigError("ONNX export: quantized embeddings are not supported; quantize with embeddings = false")
+        if wq.grouped:
+            raise ConfigError(f"ONNX export: group-wise weight grids (group_size = {wq.group_size}) are not supported; "
+                              f"allowed: group_size = 0 (per-channel or per-tensor)")  # fmt: skip
+        if layer.a_quant is not None and layer.a_quant.per_token:
+            raise ConfigError("ONNX export: per-token activation grids (a_granularity = 'token') are not supported; "
+                              "allowed: 'tensor'")  # fmt: skip
         if wq.bits > 8:
             raise ConfigError(f"ONNX export supports weights of at most 8 bits, got {wq.bits}")
         codes, scale, zp = wq.qparams(layer.weight)

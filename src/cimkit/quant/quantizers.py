@@ -14,8 +14,9 @@ import logging
 import torch
 from torch import Tensor, nn
 
+from cimkit.errors import ConfigError
 from cimkit.quant import functional as QF
-from cimkit.quant.config import QuantConfig, WMode
+from cimkit.quant.config import AGranularity, QuantConfig, WMode
 from cimkit.quant.observers import Observer, ObserverKind, observe_weight
 
 log = logging.getLogger("cimkit.quant")
@@ -34,6 +35,10 @@ class WeightQuantizer(nn.Module):
     cached while the weight is unchanged), or LSQ-learned scales (``lsq``), or frozen ones
     (:meth:`freeze`, after QAT or when loaded from an export). Binary/ternary weights compute their
     scale from the weight (XNOR-Net / TWN / BitNet), or use the frozen one.
+
+    With ``group_size`` the weight is seen as ``(C_out · G, group_size)`` (:func:`functional.group_rows`)
+    and every row of that view, i.e. every (output row, input group), gets its own grid; scales and
+    zero points then have ``C_out · G`` entries, output row by output row.
     """
 
     def __init__(self, cfg: QuantConfig, weight: Tensor) -> None:
@@ -41,22 +46,24 @@ class WeightQuantizer(nn.Module):
         self.mode = WMode(cfg.w_mode)
         self.bits = int(cfg.w_bits)
         self.per_channel = bool(cfg.per_channel)
+        self.group_size = int(cfg.group_size)
         self.symmetric = bool(cfg.w_symmetric) or self.mode is not WMode.AFFINE
         self.observer = ObserverKind(cfg.w_observer or ObserverKind.MINMAX)
         self.percentile = float(cfg.percentile)
         self.lsq = bool(cfg.lsq) and self.mode is WMode.AFFINE
-        self.axis: int | None = 0 if self.per_channel and weight.dim() > 1 else None
+        self.axis: int | None = 0 if (self.per_channel and weight.dim() > 1) or self.group_size else None
         if self.mode is WMode.AFFINE:
             signed = self.symmetric
             self.qmin, self.qmax = QF.qrange(self.bits, signed=signed, narrow=True)
         else:
             self.qmin, self.qmax = -1, 1
-        n = weight.shape[0] if self.axis == 0 else 1
+        wv = self._view(weight)
+        n = wv.shape[0] if self.axis == 0 else 1
         kw = {"device": weight.device, "dtype": torch.float32}
         self.register_buffer("zero_point", torch.zeros(n, **kw))
         self.register_buffer("frozen", torch.tensor(False, device=weight.device))
         if self.lsq:
-            s, z = self._observe(weight)
+            s, z = self._observe(wv)
             self.scale = nn.Parameter(s.clone())
             self.zero_point.copy_(z)
             self.grad_g = QF.lsq_grad_scale(weight.numel(), self.qmax)
@@ -69,19 +76,31 @@ class WeightQuantizer(nn.Module):
 
     # --------------------------------------------------------------- grid
 
+    @property
+    def grouped(self) -> bool:
+        """Whether the grid is per (output row, input group) rather than per channel / tensor."""
+        return self.group_size > 0
+
+    def _view(self, w: Tensor) -> Tensor:
+        """The matrix whose rows get one grid each: ``w`` itself, or its ``(C_out · G, g)`` group view."""
+        return QF.group_rows(w, self.group_size) if self.group_size else w
+
     def _observe(self, w: Tensor) -> tuple[Tensor, Tensor]:
         s, z, _, _ = observe_weight(w.detach(), self.observer, self.bits, per_channel=self.axis is not None,
                                     symmetric=self.symmetric, percentile=self.percentile)  # fmt: skip
         return s.to(w.device), z.to(w.device)
 
-    def _affine_params(self, w: Tensor) -> tuple[Tensor, Tensor]:
+    def _affine_params(self, w: Tensor, src: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Scale and zero point for ``w`` (already the group view); ``src`` is the weight it was made
+        from (the cache key: a view is a new object on every call)."""
         if self.lsq:
             return _exact_grad_scale(self.scale, self.grad_g).clamp_min(QF.EPS), self.zero_point
         if self._frozen:
             return self.scale, self.zero_point
         if self.observer is ObserverKind.MINMAX:
             return self._observe(w)
-        key = (id(w), w._version, w.data_ptr(), tuple(w.shape), w.device)
+        k = w if src is None else src
+        key = (id(k), k._version, k.data_ptr(), tuple(k.shape), k.device)
         if self._cache is None or self._cache[0] != key:
             s, z = self._observe(w)
             self._cache = (key, s, z)
@@ -105,25 +124,28 @@ class WeightQuantizer(nn.Module):
         return QF.absmean_ternarize(w, pc)
 
     def forward(self, w: Tensor) -> Tensor:
+        wv = self._view(w)  # (C, K) or (C·G, g)
         if self.mode is WMode.AFFINE:
-            s, z = self._affine_params(w)
-            return QF.fake_quantize(w, s.to(w.dtype), z.to(w.dtype), self.qmin, self.qmax, self.axis)
-        q, s = self._ternary_binary(w)
-        value = q * QF.broadcast_param(s.to(w.dtype), w, self.axis)
-        wc = torch.clamp(w, -1.0, 1.0)  # clipped straight-through estimator
-        return value + (wc - wc.detach())
+            s, z = self._affine_params(wv, w)
+            out = QF.fake_quantize(wv, s.to(w.dtype), z.to(w.dtype), self.qmin, self.qmax, self.axis)
+            return out.reshape(w.shape)
+        q, s = self._ternary_binary(wv)
+        value = q * QF.broadcast_param(s.to(w.dtype), wv, self.axis)
+        wc = torch.clamp(wv, -1.0, 1.0)  # clipped straight-through estimator
+        return (value + (wc - wc.detach())).reshape(w.shape)
 
     @torch.no_grad()
     def qparams(self, w: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """``(codes, scale, zero_point)``: codes (float tensor of integers, shape of ``w``),
-        scale and zero point of shape ``(C,)`` or ``(1,)``; ``dequantize(codes, scale, zp)``
-        equals this quantizer's output exactly."""
+        scale and zero point of shape ``(C,)`` or ``(1,)`` (``(C·G,)`` with groups: apply them to
+        the group view); ``dequantize(codes, scale, zp)`` equals this quantizer's output exactly."""
+        wv = self._view(w)
         if self.mode is WMode.AFFINE:
-            s, z = self._affine_params(w)
+            s, z = self._affine_params(wv, w)
             s, z = s.detach().float(), z.detach().float()
-            return QF.quantize(w.float(), s, z, self.qmin, self.qmax, self.axis), s, z
-        q, s = self._ternary_binary(w)
-        return q.float(), s.detach().float(), torch.zeros_like(s, dtype=torch.float32)
+            return QF.quantize(wv.float(), s, z, self.qmin, self.qmax, self.axis).reshape(w.shape), s, z
+        q, s = self._ternary_binary(wv)
+        return q.float().reshape(w.shape), s.detach().float(), torch.zeros_like(s, dtype=torch.float32)
 
     @torch.no_grad()
     def freeze(self, w: Tensor) -> None:
@@ -131,7 +153,7 @@ class WeightQuantizer(nn.Module):
         _, s, z = self.qparams(w)
         threshold = None
         if self.mode is WMode.TERNARY_TWN and not self._frozen:
-            threshold = QF.twn_threshold(w, self.axis is not None)
+            threshold = QF.twn_threshold(self._view(w), self.axis is not None)
         if self._frozen and self.mode is WMode.TERNARY_TWN:
             threshold = self.threshold
         self.set_frozen(s, z, threshold)
@@ -158,24 +180,31 @@ class WeightQuantizer(nn.Module):
 
     def extra_repr(self) -> str:
         extra = " lsq" if self.lsq else ""
-        return f"{self.mode.value}, bits={self.bits}, per_channel={self.axis is not None}{extra}"
+        group = f", group_size={self.group_size}" if self.group_size else ""
+        return f"{self.mode.value}, bits={self.bits}, per_channel={self.axis is not None}{group}{extra}"
 
 
 class ActQuantizer(nn.Module):
-    """Per-tensor fake quantizer of a layer's input.
+    """Fake quantizer of a layer's input: per tensor (static, calibrated) or per token (dynamic).
 
     Calibration: :meth:`start_observing` makes it record ranges and pass values through;
     :meth:`stop_observing` fixes the grid (unsigned ``[0, 2^b-1]`` when everything seen was >= 0).
     Used before calibration, it initializes its grid from the first batch it sees (and logs that).
     With ``lsq`` the step size is a parameter with LSQ's gradient scaling.
+
+    ``a_granularity = "token"``: every vector along ``feature_dim`` (-1 for a Linear's
+    ``(..., in_features)`` input, 1 for a convolution's channels) gets its own grid at run time
+    (:func:`functional.fake_quantize_per_token`); there is nothing to calibrate.
     """
 
-    def __init__(self, cfg: QuantConfig, device: torch.device | None = None) -> None:
+    def __init__(self, cfg: QuantConfig, device: torch.device | None = None, feature_dim: int = -1) -> None:
         super().__init__()
         if cfg.a_bits is None:
             raise ValueError("ActQuantizer needs a_bits")
         self.bits = int(cfg.a_bits)
         self.symmetric = bool(cfg.a_symmetric)
+        self.per_token = AGranularity(cfg.a_granularity) is AGranularity.TOKEN
+        self.feature_dim = int(feature_dim)
         self.observer_kind = ObserverKind(cfg.observer)
         self.percentile = float(cfg.percentile)
         self.lsq = bool(cfg.lsq)
@@ -205,10 +234,14 @@ class ActQuantizer(nn.Module):
     # --------------------------------------------------------------- calibration
 
     def start_observing(self, seed: int = 0) -> None:
+        if self.per_token:  # dynamic grids: nothing to observe
+            return
         self._observer = Observer(self.observer_kind, axis=None, percentile=self.percentile, seed=seed)
 
     def stop_observing(self) -> bool:
         """Fix the grid from what was observed; False if nothing was seen (grid unchanged)."""
+        if self.per_token:
+            return True
         obs, self._observer = self._observer, None
         if obs is None or not obs.seen:
             return False
@@ -241,6 +274,8 @@ class ActQuantizer(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         if self.bypass:
             return x
+        if self.per_token:
+            return QF.fake_quantize_per_token(x, self.bits, self.symmetric, self.feature_dim)
         if self._observer is not None:
             self._observer.update(x)
             return x
@@ -256,10 +291,15 @@ class ActQuantizer(nn.Module):
         return QF.fake_quantize(x, s.to(x.dtype), self.zero_point.to(x.dtype), self.qmin, self.qmax)
 
     def qparams(self) -> dict[str, float | int | bool]:
-        """The grid as plain numbers (for manifests and exports)."""
+        """The grid as plain numbers (for manifests and exports; a per-token grid has none)."""
+        if self.per_token:
+            raise ConfigError("per-token activation grids are computed at run time and have no fixed scale to export; "
+                              "allowed for export: a_granularity = 'tensor'")  # fmt: skip
         return {"bits": self.bits, "scale": float(self.scale.detach()), "zero_point": int(self.zero_point),
                 "qmin": self.qmin, "qmax": self.qmax, "unsigned": bool(self.unsigned)}  # fmt: skip
 
     def extra_repr(self) -> str:
+        if self.per_token:
+            return f"bits={self.bits}, per token, {'symmetric' if self.symmetric else 'asymmetric'}"
         kind = "unsigned" if bool(self.unsigned) else ("symmetric" if self.symmetric else "asymmetric")
         return f"bits={self.bits}, {kind}, observer={self.observer_kind.value}{', lsq' if self.lsq else ''}"

@@ -31,6 +31,8 @@ class TrainConfig(Config):
 
     ``kd_alpha`` > 0 with a teacher adds Hinton et al. (2015) distillation:
     loss = (1-α)·CE(student, y) + α·T²·KL(softmax(teacher/T) ‖ softmax(student/T)).
+    ``steps_per_epoch`` > 0 ends every epoch after that many optimizer steps (a different random
+    subset of batches each epoch, as the data is reshuffled): short fine-tuning budgets.
     """
 
     epochs: int = 10
@@ -47,6 +49,7 @@ class TrainConfig(Config):
     kd_alpha: float = 0.0
     kd_temperature: float = 4.0
     grad_clip: float = 0.0  # max global grad norm; 0 = off
+    steps_per_epoch: int = 0  # optimizer steps per epoch (the first batches of each shuffled epoch); 0 = all
     seed: int = 0
     grad_compression: GradCompression = GradCompression.NONE
     compression: dict[str, Any] = field(default_factory=dict)
@@ -64,6 +67,7 @@ class TrainConfig(Config):
         check_range("train.kd_alpha", self.kd_alpha, 0.0, 1.0)
         check_range("train.kd_temperature", self.kd_temperature, 0.0, lo_open=True)
         check_range("train.grad_clip", self.grad_clip, 0.0)
+        check_range("train.steps_per_epoch", self.steps_per_epoch, 0)
         self.optimizer = as_enum("train.optimizer", self.optimizer, Optim)
         self.schedule = as_enum("train.schedule", self.schedule, Schedule)
         self.grad_compression = as_enum("train.grad_compression", self.grad_compression, GradCompression)

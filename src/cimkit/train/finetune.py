@@ -16,7 +16,8 @@ class FinetuneConfig(Config):
     ``epochs``; the learning rate is ``lr`` when > 0, else ``lr_scale`` times the recipe's;
     ``batch_size`` 0 keeps the recipe's; ``kd_alpha`` > 0 distils from the fp32 model at
     ``kd_temperature`` (Hinton et al. 2015; for analog training this is noise-aware distillation);
-    no warm-up unless ``warmup_epochs`` says so. Everything else (optimizer, schedule, weight decay,
+    no warm-up unless ``warmup_epochs`` says so; ``steps_per_epoch`` > 0 caps the optimizer steps of
+    each epoch (0: one pass over the training set). Everything else (optimizer, schedule, weight decay,
     seed) is the recipe's.
     """
 
@@ -27,6 +28,7 @@ class FinetuneConfig(Config):
     kd_alpha: float = 0.0
     kd_temperature: float = 4.0
     warmup_epochs: float = 0.0
+    steps_per_epoch: int = 0
 
     def __post_init__(self) -> None:
         check_range("epochs", self.epochs, 0, 100_000)
@@ -36,6 +38,7 @@ class FinetuneConfig(Config):
         check_range("kd_alpha", self.kd_alpha, 0.0, 1.0)
         check_range("kd_temperature", self.kd_temperature, 0.0, lo_open=True)
         check_range("warmup_epochs", self.warmup_epochs, 0.0)
+        check_range("steps_per_epoch", self.steps_per_epoch, 0)
         if self.warmup_epochs > self.epochs > 0:
             raise ConfigError(f"warmup_epochs: {self.warmup_epochs} is more than epochs = {self.epochs}")
 
@@ -48,4 +51,5 @@ class FinetuneConfig(Config):
             kd_alpha=self.kd_alpha,
             kd_temperature=self.kd_temperature,
             warmup_epochs=self.warmup_epochs,
+            steps_per_epoch=self.steps_per_epoch,
         )

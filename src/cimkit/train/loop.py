@@ -3,7 +3,8 @@
 Both take a ``task`` (:mod:`cimkit.tasks`; default ``classification``) that owns the loss and the
 metrics, so nothing here assumes classes. ``fit`` calls its ``callbacks`` at fixed points
 (:class:`Callback`: ``after_backward``, ``after_step``, ``on_epoch_end``); ``step_hooks`` are plain
-callables run after every optimizer step (e.g. weight clipping for analog training).
+callables run after every optimizer step (e.g. weight clipping for analog training). A callback's
+``loss_term`` adds a regularizer to the training loss (e.g. HaLoRA's spectral penalty on LoRA factors).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import math
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +37,12 @@ StepHook = Callable[[nn.Module], None]
 
 class Callback:
     """Hooks into :func:`fit`; override the ones you need (all are no-ops here)."""
+
+    def loss_term(self, model: nn.Module, step: int) -> torch.Tensor | None:
+        """An extra term added to the training loss of this step (after the task loss and the
+        distillation term, before ``backward``), or None for none. It is part of the ``loss`` the
+        history records."""
+        return None
 
     def after_backward(self, model: nn.Module, step: int) -> None:
         """After ``loss.backward()`` and gradient clipping, before the optimizer step."""
@@ -166,6 +174,8 @@ def fit(
         st.comm_state.step = step  # a resumed run continues the hook's random stream
     train_loader = st.shard(train_loader)  # type: ignore[arg-type]
     n_batches = len(train_loader)  # type: ignore[arg-type]
+    if cfg.steps_per_epoch:
+        n_batches = min(n_batches, cfg.steps_per_epoch)
     t_call = time.perf_counter()
     for epoch in range(start_epoch, cfg.epochs):
         t0 = time.perf_counter()
@@ -174,7 +184,8 @@ def fit(
         model.train()
         tot_loss, tot_n = 0.0, 0
         sums = MetricSums()
-        bar = progress_iter(train_loader, total=n_batches, desc=f"epoch {epoch + 1}/{cfg.epochs}", enabled=progress)
+        batches = islice(train_loader, n_batches) if n_batches < len(train_loader) else train_loader  # type: ignore[arg-type]
+        bar = progress_iter(batches, total=n_batches, desc=f"epoch {epoch + 1}/{cfg.epochs}", enabled=progress)
         for xb, yb in bar:
             xb, yb = xb.to(dev, non_blocking=True), yb.to(dev, non_blocking=True)
             for g in opt.param_groups:
@@ -185,6 +196,10 @@ def fit(
                 with torch.no_grad():
                     t_out = teacher(xb)
                 loss = (1 - cfg.kd_alpha) * loss + cfg.kd_alpha * tk.distill(out, t_out, cfg.kd_temperature)
+            for cb in callbacks:
+                term = cb.loss_term(model, step)
+                if term is not None:
+                    loss = loss + term
             if not torch.isfinite(loss):
                 raise TrainingDivergedError(f"loss became {loss.item()} at epoch {epoch + 1}, step {step}; lower train.lr")
             opt.zero_grad(set_to_none=True)

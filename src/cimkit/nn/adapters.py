@@ -1,0 +1,123 @@
+"""Layer adapters: a layer that computes what a standard layer computes, but stores its weight
+differently, becomes that standard layer (reversibly) before a transform sees it.
+
+GPT-2 (Hugging Face ``transformers``) computes its projections with ``transformers.pytorch_utils.Conv1D``:
+a weight of shape ``(in, out)`` and ``y = x W + b``, i.e. an ``nn.Linear`` with the weight
+transposed. Rather than teaching every concern (quantizers, crossbar tiling, masks, cost passes) a
+second weight layout, :func:`standardize_` swaps such a layer for a :class:`TransposedLinear` (an
+``nn.Linear`` holding ``Wᵀ``) whose ``unwrap()`` gives the original layer back, so
+``cimkit.undo_`` restores the model. ``quantize_`` and ``analog.convert_`` call :func:`standardize_`
+first; so can any pass that walks ``nn.Linear`` layers (a cost model).
+
+Adapters are registered by the *qualified class name* of the layer type (no import of the
+library that defines it is needed): ``register_adapter("transformers.pytorch_utils.Conv1D",
+TransposedLinear.from_transposed)``. A concern's plugin module registers its adapters.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from cimkit.errors import ConfigError
+from cimkit.nn.transform import is_transformed
+from cimkit.nn.walk import set_module
+from cimkit.plugins import load_plugins
+from cimkit.registry import Registry
+
+__all__ = ["ADAPTERS", "TransposedLinear", "adapter_for", "register_adapter", "standardize_"]
+
+Adapter = Callable[[nn.Module], nn.Module]
+
+# qualified class name ("package.module.Class") -> adapter(module) -> standard layer with unwrap()
+ADAPTERS: Registry[Adapter] = Registry("layer adapter")
+
+
+def register_adapter(qualname: str, adapter: Adapter, description: str = "") -> None:
+    """Make layers of class ``qualname`` (``module.Class``, subclasses included) standard through ``adapter``."""
+    ADAPTERS.add(qualname, adapter, description)
+
+
+def _qualname(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def adapter_for(module: nn.Module) -> Adapter | None:
+    """The adapter registered for ``type(module)`` or one of its base classes, or None."""
+    if not len(ADAPTERS):
+        return None
+    for cls in type(module).__mro__:
+        q = _qualname(cls)
+        if q in ADAPTERS:
+            return ADAPTERS.get(q)
+    return None
+
+
+def standardize_(model: nn.Module) -> nn.Module:
+    """Swap every layer with a registered adapter for its standard equivalent, in place; returns
+    ``model`` (or the new layer when ``model`` itself is such a layer). Transformed layers are left
+    alone. The outputs are unchanged; ``cimkit.undo_`` swaps the original layers back."""
+    load_plugins()  # adapters are registered by plugin modules
+    if not len(ADAPTERS):
+        return model
+    root = adapter_for(model)
+    if root is not None and not is_transformed(model):
+        return root(model)
+    for name, mod in list(model.named_modules()):
+        if not name or is_transformed(mod):
+            continue
+        fn = adapter_for(mod)
+        if fn is None:
+            continue
+        try:
+            model.get_submodule(name)
+        except AttributeError:  # inside a layer replaced already
+            continue
+        set_module(model, name, fn(mod))
+    return model
+
+
+class TransposedLinear(nn.Linear):
+    """``nn.Linear`` made from a layer whose weight is stored ``(in, out)`` and that computes
+    ``y = x W + b`` (GPT-2's ``Conv1D``): ``weight`` here is ``Wᵀ`` (``(out, in)``, a contiguous copy
+    made once), the bias is the source's own ``Parameter``. :meth:`unwrap` writes the current
+    weight back into the source layer's own weight ``Parameter`` (same object, layout ``(in, out)``)
+    and returns that layer, with everything else it had (attributes, hooks) untouched.
+
+    While converted, the source's weight holds an empty tensor (no second copy of the weights).
+    The ``state_dict`` holds ``weight`` as ``(out, in)``.
+    """
+
+    _source: nn.Module
+
+    @classmethod
+    def from_transposed(cls, mod: nn.Module) -> TransposedLinear:
+        w = getattr(mod, "weight", None)
+        if not isinstance(w, nn.Parameter) or w.dim() != 2:
+            raise ConfigError(f"{type(mod).__name__}: expected a 2-D weight parameter (in, out) to adapt as a Linear")
+        b = getattr(mod, "bias", None)
+        lin = cls.__new__(cls)
+        nn.Module.__init__(lin)
+        lin.in_features, lin.out_features = int(w.shape[0]), int(w.shape[1])
+        lin.weight = nn.Parameter(w.detach().t().contiguous(), requires_grad=w.requires_grad)  # (out, in)
+        lin.bias = b if isinstance(b, nn.Parameter) else None
+        lin.train(mod.training)
+        lin.__dict__["_source"] = mod  # a plain attribute, not a submodule
+        with torch.no_grad():
+            w.data = torch.empty(0, dtype=w.dtype, device=w.device)
+        return lin
+
+    def unwrap(self) -> nn.Module:
+        """The source layer, holding this layer's current weight in its own layout."""
+        src = self._source
+        with torch.no_grad():
+            src.weight.data = self.weight.detach().t().contiguous()  # (in, out)
+        src.weight.requires_grad_(self.weight.requires_grad)
+        if self.bias is not None:
+            src.bias = self.bias
+        return src.train(self.training)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, from {type(self._source).__name__} (weight stored transposed there)"
