@@ -23,6 +23,7 @@ from torch import Tensor, nn
 
 from cimkit.cost.handlers import CostHandler, Site, handler_chain, site_for
 from cimkit.errors import ConfigError
+from cimkit.nn.adapters import standard_view
 
 __all__ = ["Call", "Capture", "Captured", "capture"]
 
@@ -132,6 +133,7 @@ def capture(model: nn.Module, example_input: Any) -> Capture:
     batch = int(first.shape[0]) if first.dim() > 0 else 1
     if batch < 1:
         raise ConfigError("cost: example_input has an empty batch; give at least one example")
+    model = standard_view(model)  # GPT-2's Conv1D priced as the Linear it computes
     dev = next((p.device for p in model.parameters()), first.device)
     args = tuple(a.to(dev) if isinstance(a, Tensor) else a for a in args)
 

@@ -34,6 +34,7 @@ from cimkit.cost import HardwareSpec, LayerCost, describe, price_layer
 from cimkit.errors import ConfigError
 from cimkit.mixed._common import fake_quantize_weight, select_layers
 from cimkit.mixed.hessian import HessianInfo
+from cimkit.nn.adapters import standard_view
 from cimkit.quant.accounting import planned_size_bytes
 
 
@@ -72,6 +73,7 @@ _KINDS = {"Linear": "linear", "Conv1d": "conv1d", "Conv2d": "conv2d"}
 def layer_records(model: nn.Module, example_input: torch.Tensor, layers: Sequence[str] | None = None) -> list[LayerCost]:
     """The cost records (:func:`cimkit.cost.describe`, one pass of one example) of the quantizable
     layers, in ``layers`` order (default: all); a layer the pass never called is a ConfigError."""
+    model = standard_view(model)  # GPT-2's Conv1D as the Linear it computes
     sel = select_layers(model, layers)
     by_name = {r.name: r for r in describe(model, example_input[:1]).records}
     out = []

@@ -16,6 +16,7 @@ TransposedLinear.from_transposed)``. A concern's plugin module registers its ada
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 
 import torch
@@ -27,7 +28,7 @@ from cimkit.nn.walk import set_module
 from cimkit.plugins import load_plugins
 from cimkit.registry import Registry
 
-__all__ = ["ADAPTERS", "TransposedLinear", "adapter_for", "register_adapter", "standardize_"]
+__all__ = ["ADAPTERS", "TransposedLinear", "adapter_for", "register_adapter", "standard_view", "standardize_"]
 
 Adapter = Callable[[nn.Module], nn.Module]
 
@@ -53,6 +54,16 @@ def adapter_for(module: nn.Module) -> Adapter | None:
         if q in ADAPTERS:
             return ADAPTERS.get(q)
     return None
+
+
+def standard_view(model: nn.Module) -> nn.Module:
+    """``model`` itself when no layer of it has a registered adapter, else a standardized deep copy
+    (``model`` is left as it is): what a read-only pass (a cost or shape pass) should walk so an
+    adapted layer (GPT-2's ``Conv1D``) is seen as the standard layer it computes, under the same name."""
+    load_plugins()
+    if not len(ADAPTERS) or not any(adapter_for(m) is not None and not is_transformed(m) for m in model.modules()):
+        return model
+    return standardize_(copy.deepcopy(model))
 
 
 def standardize_(model: nn.Module) -> nn.Module:
