@@ -165,6 +165,8 @@ class ActivityMonitor:
         self._hooks: list[Any] = []
 
     def __enter__(self) -> ActivityMonitor:
+        self._hoist = self.model.hoist
+        self.model.hoist = False  # count every step's computation
         self._hooks.append(self.model.register_forward_pre_hook(self._count_samples))
         for name, m in self.model.net.named_modules():
             if isinstance(m, SpikingNeuron):
@@ -176,6 +178,7 @@ class ActivityMonitor:
         return self
 
     def __exit__(self, *exc: Any) -> None:
+        self.model.hoist = self._hoist
         for h in self._hooks:
             h.remove()
         self._hooks.clear()

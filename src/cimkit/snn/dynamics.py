@@ -52,6 +52,14 @@ def _reduce_to(g: Tensor, like: Tensor) -> Tensor:
     return g.sum().reshape(like.shape) if like.dim() == 0 else g.sum_to_size(like.shape)
 
 
+def _direct_adjoint(g_spk: Tensor | None, sg: Tensor | None, g_mem: Tensor | None, like: Tensor) -> Tensor:
+    """``∂L/∂U_t`` through the step's own outputs: ``g_mem + g_spk · σ'``."""
+    if g_spk is not None and sg is not None:
+        g = g_spk * sg
+        return g.add_(g_mem) if g_mem is not None else g
+    return g_mem.clone() if g_mem is not None else torch.zeros_like(like)
+
+
 def _clamp_mask(p: Tensor) -> Tensor:
     """Gradient mask of ``p.clamp(0, 1)`` (1 inside the interval, as autograd's clamp)."""
     return ((p >= 0) & (p <= 1)).to(p.dtype)
@@ -71,7 +79,7 @@ def _lif_forward(x: Tensor, b: Tensor, theta: Tensor, u0: Tensor, reset: int) ->
         else:
             torch.addcmul(x[t], prev, b, out=cur)
             if reset == SUBTRACT:
-                cur.sub_((prev > theta).to(x.dtype) * theta)
+                cur.sub_((prev > theta) * theta)  # bool · θ promotes to θ's dtype
         prev = cur
     return mem
 
@@ -93,15 +101,14 @@ class _LIF(torch.autograd.Function):
         beta, theta, mem = ctx.saved_tensors
         b = beta.clamp(0.0, 1.0)
         frac, reset = ctx.frac, ctx.reset
-        u0 = (theta * frac).expand(mem.shape[1:]).to(mem.dtype)
-        prev = torch.cat([u0.unsqueeze(0), mem[:-1]])  # (T, B, *F): U_{t-1}
-        r = (prev > theta).to(mem.dtype)  # reset signals r_t
+        need_r = reset == ZERO or (reset == SUBTRACT and ctx.needs_input_grad[2])
+        prev = r = None
+        if need_r or ctx.needs_input_grad[1]:
+            u0 = (theta * frac).expand(mem.shape[1:]).to(mem.dtype)
+            prev = torch.cat([u0.unsqueeze(0), mem[:-1]])  # (T, B, *F): U_{t-1}
+            r = (prev > theta).to(mem.dtype)  # reset signals r_t
         sg = ctx.surrogate.derivative(mem - theta) if g_spk is not None else None
-        g = torch.zeros_like(mem)
-        if g_mem is not None:
-            g += g_mem
-        if g_spk is not None:
-            g.addcmul_(g_spk, sg)
+        g = _direct_adjoint(g_spk, sg, g_mem, mem)
         k = b * (1.0 - r) if reset == ZERO else b  # ∂U_t/∂U_{t-1}: (T, B, *F) or broadcastable
         a = torch.empty_like(mem)  # (T, B, *F) total adjoint
         acc = torch.zeros_like(mem[0])
@@ -115,12 +122,11 @@ class _LIF(torch.autograd.Function):
             d = a * prev if reset != ZERO else a * prev * (1.0 - r)  # a_t ∂U_t/∂β
             grad_beta = _reduce_to(d, beta) * _clamp_mask(beta)
         if ctx.needs_input_grad[2]:
-            d = torch.zeros_like(mem)
+            grad_theta = frac * _reduce_to(acc.unsqueeze(0), theta)  # via U_{-1} = frac·θ
             if g_spk is not None:
-                d.addcmul_(g_spk, sg, value=-1.0)  # ∂S_t/∂θ = -σ'
+                grad_theta = grad_theta - _reduce_to(g_spk * sg, theta)  # ∂S_t/∂θ = -σ'
             if reset == SUBTRACT:
-                d.addcmul_(a, r, value=-1.0)  # ∂U_t/∂θ = -r_t
-            grad_theta = _reduce_to(d, theta) + frac * _reduce_to(acc.unsqueeze(0), theta)  # via U_{-1} = frac·θ
+                grad_theta = grad_theta - _reduce_to(a * r, theta)  # ∂U_t/∂θ = -r_t
         return grad_x, grad_beta, grad_theta, None, None, None
 
 
@@ -178,11 +184,7 @@ class _Cuba(torch.autograd.Function):
         r = (prev > theta).to(mem.dtype)
         c = (1.0 - r) if reset == ZERO else None  # ∂U_t/∂(β U_{t-1} + I_t)
         sg = ctx.surrogate.derivative(mem - theta) if g_spk is not None else None
-        g = torch.zeros_like(mem)
-        if g_mem is not None:
-            g += g_mem
-        if g_spk is not None:
-            g.addcmul_(g_spk, sg)
+        g = _direct_adjoint(g_spk, sg, g_mem, mem)
         au = torch.empty_like(mem)  # adjoint of U_t
         ai = torch.empty_like(mem)  # adjoint of I_t
         acc_u = torch.zeros_like(mem[0])
@@ -203,12 +205,11 @@ class _Cuba(torch.autograd.Function):
             d = au * prev if c is None else au * c * prev
             grad_beta = _reduce_to(d, beta) * _clamp_mask(beta)
         if ctx.needs_input_grad[3]:
-            d = torch.zeros_like(mem)
+            grad_theta = frac * _reduce_to(acc_u.unsqueeze(0), theta)
             if g_spk is not None:
-                d.addcmul_(g_spk, sg, value=-1.0)
+                grad_theta = grad_theta - _reduce_to(g_spk * sg, theta)
             if reset == SUBTRACT:
-                d.addcmul_(au, r, value=-1.0)
-            grad_theta = _reduce_to(d, theta) + frac * _reduce_to(acc_u.unsqueeze(0), theta)
+                grad_theta = grad_theta - _reduce_to(au * r, theta)
         return grad_x, grad_alpha, grad_beta, grad_theta, None, None, None
 
 

@@ -17,7 +17,8 @@ is a scalar shared by the layer or a tensor per neuron (or per channel, ``(C, 1,
 
 ``reset_delay`` (default true, snnTorch's default) applies a spike's reset at the next step;
 ``false`` resets within the spiking step (NIR's semantics; :mod:`cimkit.snn.dynamics`). The two
-give the same spikes for IF neurons and for LIF with reset to zero.
+give the same spikes for IF/LIF with reset to zero (or none), and for IF with reset by subtraction
+as long as no step's input exceeds the threshold; they differ for CubaLIF with reset to zero.
 
 **Time batching.** A neuron's ``forward`` takes the currents of all time steps at once, folded
 into the batch: ``(T·B, *F)`` with time outermost, and returns spikes of the same shape; the

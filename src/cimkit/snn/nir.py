@@ -46,6 +46,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.fx.passes.shape_prop import ShapeProp
 
 import cimkit
 from cimkit.errors import ConfigError, DataError
@@ -59,6 +60,7 @@ from cimkit.snn.neurons import (
     CubaLIF,
     Discretization,
     SpikingNeuron,
+    Temporal,
     beta_from_tau,
     set_num_steps,
     tau_from_beta,
@@ -192,29 +194,27 @@ def _flatten(in_shape: tuple[int, ...], start: int, end: int) -> nir.NIRNode:
     return nir.Flatten(input_type={"input": np.array(in_shape[1:])}, start_dim=s - 1, end_dim=e - 1)
 
 
-def _shapes(net: nn.Module, example: Tensor) -> dict[str, tuple[tuple[int, ...], tuple[int, ...]]]:
-    """(input shape, output shape) of every module on a one-step pass of ``example``."""
-    shapes: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {}
-    hooks = []
-    for name, m in net.named_modules():
-        def hook(_m: nn.Module, inp: tuple[Tensor, ...], out: Tensor, name: str = name) -> None:
-            if inp and isinstance(inp[0], Tensor) and isinstance(out, Tensor):
-                shapes[name] = (tuple(inp[0].shape), tuple(out.shape))
-
-        hooks.append(m.register_forward_hook(hook))
-    steps = {n: m.num_steps for n, m in net.named_modules() if hasattr(m, "num_steps") and not isinstance(m, SpikingNet)}
+def _propagate_shapes(gm: Any, net: nn.Module, example: Tensor) -> None:
+    """Every graph node's output shape (``node.meta["shape"]``) on a one-step pass of ``example``."""
+    steps = {n: m.num_steps for n, m in net.named_modules() if isinstance(m, Temporal)}
     set_num_steps(net, 1)
     try:
         with torch.no_grad():
-            out = net(example)
+            ShapeProp(gm).propagate(example)
     finally:
-        for h in hooks:
-            h.remove()
         for n, m in net.named_modules():
             if n in steps:
                 m.num_steps = steps[n]
-    shapes[""] = (tuple(example.shape), tuple(out.shape))
-    return shapes
+    for node in gm.graph.nodes:
+        tm = node.meta.get("tensor_meta")
+        node.meta["shape"] = tuple(tm.shape) if hasattr(tm, "shape") else None
+
+
+def _shape(node: Any) -> tuple[int, ...]:
+    shp = node.meta.get("shape") if hasattr(node, "meta") else None
+    if shp is None:
+        raise ConfigError(f"NIR export: the shape of '{getattr(node, 'name', node)}' is not known")
+    return shp
 
 
 def export_nir(model: nn.Module, example: Tensor) -> nir.NIRGraph:
@@ -225,8 +225,8 @@ def export_nir(model: nn.Module, example: Tensor) -> nir.NIRGraph:
     x = example[:1]
     if snn is not None:
         x = snn.encoder(x, 1)[0]
-    shapes = _shapes(net, x)
     gm = trace(net)
+    _propagate_shapes(gm, net, x)
     mods = dict(net.named_modules())
     nodes: dict[str, nir.NIRNode] = {}
     edges: list[tuple[str, str]] = []
@@ -248,7 +248,7 @@ def export_nir(model: nn.Module, example: Tensor) -> nir.NIRGraph:
             producers[node] = ["input"]
         elif node.op == "output":
             arg = node.args[0]
-            nodes["output"] = nir.Output(output_type={"output": np.array(shapes[""][1][1:])})
+            nodes["output"] = nir.Output(output_type={"output": np.array(_shape(arg)[1:])})
             edges.extend((p, "output") for p in producers[arg])
         elif node.op == "call_module":
             m = mods[str(node.target)]
@@ -256,27 +256,25 @@ def export_nir(model: nn.Module, example: Tensor) -> nir.NIRGraph:
             if isinstance(m, _PASS) or type(m).__name__ == "FoldedBN":
                 producers[node] = srcs
                 continue
-            if str(node.target) not in shapes:
-                raise ConfigError(f"NIR export: layer '{node.target}' did not run on the example input")
-            ins, outs = shapes[str(node.target)]
+            ins, outs = _shape(node.args[0]), _shape(node)
             name = str(node.target).replace(".", "_")
             if isinstance(m, SpikingNeuron):
                 neuron_meta.append({"dt": m.dt, "discretization": m.discretization.value, "nir_exact": _nir_exact(m),
+                                    "leaky": not isinstance(m, IF),
                                     "reset": f"{type(m).__name__} reset {m.reset_mechanism.value} "
                                              f"({'delayed' if m.reset_delay else 'immediate'})"})  # fmt: skip
             producers[node] = add(name, _module_node(m, str(node.target), ins, outs), srcs)
         elif node.op in ("call_function", "call_method"):
-            producers[node] = _function_node(node, producers, nodes, edges, shapes)
+            producers[node] = _function_node(node, producers, nodes, edges)
         else:
             raise ConfigError(f"NIR export: graph node {node.op} {node.target} is not supported")
     odd = sorted({d["reset"] for d in neuron_meta if not d["nir_exact"]})
     if odd:
         log.warning("NIR export: the neurons' metadata records %s; NIR itself only has an immediate reset to "
                     "v_reset (zero), which readers other than cimkit will use", ", ".join(odd))  # fmt: skip
-    dts = {(d["dt"], d["discretization"]) for d in neuron_meta}
-    if len(dts) > 1:
-        raise ConfigError(f"NIR export: neurons use different dt/discretization {sorted(dts)}; NIR metadata holds one")
-    dt, disc = dts.pop() if dts else (DEFAULT_DT, "euler")
+    # the graph's dt/discretization: the first leaky neuron's (every neuron's own are in its metadata)
+    leaky = [d for d in neuron_meta if d["leaky"]] or neuron_meta
+    dt, disc = (leaky[0]["dt"], leaky[0]["discretization"]) if leaky else (DEFAULT_DT, "euler")
     meta: dict[str, Any] = {"producer": "cimkit", "cimkit_version": cimkit.__version__, "dt": float(dt),
                             "discretization": disc}  # fmt: skip
     if snn is not None:
@@ -285,7 +283,7 @@ def export_nir(model: nn.Module, example: Tensor) -> nir.NIRGraph:
 
 
 def _function_node(node: Any, producers: dict[Any, list[str]], nodes: dict[str, nir.NIRNode],
-                   edges: list[tuple[str, str]], shapes: dict[str, Any]) -> list[str]:  # fmt: skip
+                   edges: list[tuple[str, str]]) -> list[str]:  # fmt: skip
     t = node.target
     tensors = [a for a in node.args if hasattr(a, "op")]
     if t in (operator.add, torch.add) or t == "add":
@@ -299,14 +297,14 @@ def _function_node(node: Any, producers: dict[Any, list[str]], nodes: dict[str, 
         if int(start) == 0:
             raise ConfigError("NIR export: flatten over the batch dimension (start_dim = 0) is not supported")
         src = node.args[0]
-        shape = _value_shape(src, shapes)
+        shape = _shape(src)
         name = f"flatten_{node.name}"
         nodes[name] = _flatten(shape, int(start), int(end))
         edges.extend((p, name) for p in producers[src])
         return [name]
     if t is F.adaptive_avg_pool2d and _pool_arg(node.args[1]).tolist() == [1, 1]:
         src = node.args[0]
-        shape = _value_shape(src, shapes)
+        shape = _shape(src)
         k = np.array(shape[2:])
         name = f"avgpool_{node.name}"
         nodes[name] = nir.AvgPool2d(kernel_size=k, stride=k, padding=np.array([0, 0]))
@@ -315,14 +313,6 @@ def _function_node(node: Any, producers: dict[Any, list[str]], nodes: dict[str, 
     if t is F.dropout or t == "contiguous":
         return producers[node.args[0]]
     raise ConfigError(f"NIR export: the operation {getattr(t, '__name__', t)} has no NIR primitive")
-
-
-def _value_shape(src: Any, shapes: dict[str, Any]) -> tuple[int, ...]:
-    if src.op == "call_module" and str(src.target) in shapes:
-        return shapes[str(src.target)][1]
-    if src.op == "placeholder":
-        return shapes[""][0]
-    raise ConfigError(f"NIR export: the shape of '{src.name}' is not known (flatten after a function call)")
 
 
 # ----------------------------------------------------------------------------- import

@@ -93,8 +93,8 @@ class _Sigmoid(Surrogate):
         self.slope = float(slope)
 
     def derivative(self, x: Tensor) -> Tensor:
-        s = torch.sigmoid(self.slope * x)
-        return self.slope * s * (1.0 - s)  # = k e^{-kx} / (1 + e^{-kx})², without overflow
+        z = self.slope * x
+        return self.slope * torch.sigmoid(z) * torch.sigmoid(-z)  # = k e^{-kx} / (1 + e^{-kx})², no overflow
 
 
 class _StraightThrough(Surrogate):
