@@ -79,3 +79,19 @@ def test_direct_training_with_the_task(digits) -> None:  # type: ignore[no-untyp
     assert losses[0] > losses[1] > losses[2]
     acc = evaluate(net, TensorLoader(digits.x_test, digits.y_test, 1000), task=task)["accuracy"]
     assert acc > 0.7  # chance is 0.1
+
+
+def test_example_file_validates_on_lenet5() -> None:
+    """examples/snn_mnist.toml: every variant's check (structural dry run) on an untrained LeNet-5."""
+    from cimkit.experiment import VARIANTS, load_experiment
+    from cimkit.models import create
+
+    root = Path(__file__).resolve().parents[2]
+    cfg = load_experiment(str(root / "examples" / "snn_mnist.toml"))
+    model = create("lenet5", in_channels=1, num_classes=10, input_size=(28, 28)).eval()
+    x = torch.randn(2, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    kinds = []
+    for spec in cfg.variant_specs():
+        VARIANTS.get(spec.kind)(spec.name, spec.cfg).check(model, x)
+        kinds.append(spec.kind)
+    assert kinds.count("pipeline") == 4

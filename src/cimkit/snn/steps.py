@@ -3,7 +3,8 @@
 * ``qcfs``: replace every ReLU by a QCFS activation with ``levels`` (Bu et al., ICLR 2022); a
   ``finetune`` step after it trains the ANN with it;
 * ``to_snn``: ANN→SNN conversion (:class:`~cimkit.snn.ConvertConfig` fields, plus
-  ``calib_batches`` for threshold balancing); records the thresholds and the activity
+  ``calib_batches`` for threshold balancing); records the incoming network's ``ann_<primary>``,
+  the thresholds and the activity
   (:class:`~cimkit.snn.SpikeStats`) on the calibration batches, and asks for ``time_steps``;
 * ``snn_analog``: the ``analog`` step (all its fields) for a spiking network: layers driven by
   spikes get single-pulse inputs, no DAC (:mod:`cimkit.snn.cim`); asks for ``chips_times``.
@@ -80,16 +81,18 @@ class QCFSStep(Step):
 @dataclass
 class ToSNNStepConfig(ConvertConfig):
     """:class:`~cimkit.snn.ConvertConfig` fields plus ``calib_batches`` training batches for
-    threshold balancing (and the recorded activity)."""
+    threshold balancing (and the recorded activity); ``ann_metric``: also evaluate the network as
+    it enters the conversion (metric ``ann_<primary>``)."""
 
     calib_batches: int = DEFAULT_CALIB_BATCHES
+    ann_metric: bool = True
 
     def __post_init__(self) -> None:
         super().__post_init__()
         check_range("calib_batches", self.calib_batches, 1, 100_000)
 
     def convert_config(self) -> ConvertConfig:
-        return ConvertConfig.from_dict({k: v for k, v in self.to_dict().items() if k != "calib_batches"})
+        return ConvertConfig.from_dict({k: v for k, v in self.to_dict().items() if k not in ("calib_batches", "ann_metric")})
 
 
 def _encoder(cfg: ConvertConfig, ctx: RunContext | None) -> Encoder | None:
@@ -111,6 +114,9 @@ class ToSNNStep(Step):
     def run(self, state: PipelineState, ctx: RunContext) -> None:
         cfg: ToSNNStepConfig = self.cfg  # type: ignore[assignment]
         batches = ctx.calib_batches(cfg.calib_batches)
+        p = ctx.primary
+        if cfg.ann_metric:  # the network as it enters the conversion (e.g. the fine-tuned QCFS ANN)
+            state.add_metric(f"ann_{p}", float(ctx.evaluate(state.model)[p]), ctx.task.units.get(p, ""))
         snn = to_snn(state.model, batches, cfg.convert_config(), encoder=_encoder(cfg, ctx), seed=ctx.seed)
         state.model = snn
         stats = measure_activity(snn, batches[:2])
