@@ -25,8 +25,8 @@ from typing import Any
 
 from torch import nn
 
+from cimkit.analog.config import AnalogConfig
 from cimkit.analog.convert import convert_
-from cimkit.analog.steps import AnalogStep, AnalogStepConfig
 from cimkit.config import Config, check_range
 from cimkit.errors import ConfigError
 from cimkit.experiment.context import DEFAULT_CALIB_BATCHES, RunContext
@@ -131,13 +131,22 @@ class ToSNNStep(Step):
 
 
 @dataclass
-class SpikingAnalogStepConfig(AnalogStepConfig):
-    """The ``analog`` step's fields (:class:`~cimkit.analog.AnalogConfig`, ``calib_batches``);
+class SpikingAnalogStepConfig(AnalogConfig):
+    """The ``analog`` step's fields (:class:`~cimkit.analog.AnalogConfig` and ``calib_batches``);
     spike-driven layers (measured on the calibration batches) take single-pulse inputs."""
+
+    calib_batches: int = DEFAULT_CALIB_BATCHES
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_range("calib_batches", self.calib_batches, 1, 100_000)
+
+    def analog_config(self) -> AnalogConfig:
+        return AnalogConfig.from_dict({k: v for k, v in self.to_dict().items() if k != "calib_batches"})
 
 
 @STEPS.register("snn_analog", "map a spiking network onto crossbars: spike-driven layers get 1-bit pulses (no DAC)")
-class SpikingAnalogStep(AnalogStep):
+class SpikingAnalogStep(Step):
     op = "snn_analog"
     config_cls = SpikingAnalogStepConfig
     tiny = {"calib_batches": 1}
@@ -145,7 +154,9 @@ class SpikingAnalogStep(AnalogStep):
     def run(self, state: PipelineState, ctx: RunContext) -> None:
         cfg: SpikingAnalogStepConfig = self.cfg  # type: ignore[assignment]
         levels = spike_input_levels(state.model, ctx.calib_batches(cfg.calib_batches))
-        inner = AnalogStep(spiking_analog_config(cfg, levels), self.index, self.variant, self.prefix)
+        spiking = spiking_analog_config(cfg, levels)
+        analog = STEPS.get("analog")  # the analog concern's step (looked up, not imported: no import-order ties)
+        inner = analog(analog.config_cls.from_dict(spiking.to_dict()), self.index, self.variant, self.prefix)
         inner.run(state, ctx)
         state.details["snn_analog"] = {"spike_layers": levels}
         state.add_metric("spike_driven_layers", float(len(levels)), "count")
