@@ -9,8 +9,9 @@ multi-bit DAC is needed. :func:`spiking_analog_config` gives every such layer th
 ``dac_bits = 0, dac_range_mode = "fixed", dac_range = v, bit_serial = false``: the input is then
 exactly ``x / v ∈ {0, 1}`` times the conductances, with ``v`` applied digitally after the ADC, so
 on an ideal crossbar (ideal ADC, no noise) the layer computes exactly what the digital layer does
-(tested, ``tests/snn/test_cim.py``). Layers with multi-level inputs (the first layer under direct
-encoding) keep the mapping's DAC. Which layers are spike-driven is measured on calibration batches
+(tested, ``tests/snn/test_cim.py``). Layers with multi-level inputs keep the mapping's DAC: the first
+layer under direct encoding, and a layer after average pooling of spikes (its inputs are
+fractions of a spike; count-gated max pooling keeps them binary). Which layers are spike-driven is measured on calibration batches
 (:func:`spike_input_levels`). The cost model reads ``dac_bits = 0`` on a spike-driven layer as a
 1-bit pulse driver, and prices the activity of :mod:`cimkit.snn.activity`.
 """

@@ -52,14 +52,6 @@ def _reduce_to(g: Tensor, like: Tensor) -> Tensor:
     return g.sum().reshape(like.shape) if like.dim() == 0 else g.sum_to_size(like.shape)
 
 
-def _direct_adjoint(g_spk: Tensor | None, sg: Tensor | None, g_mem: Tensor | None, like: Tensor) -> Tensor:
-    """``∂L/∂U_t`` through the step's own outputs: ``g_mem + g_spk · σ'``."""
-    if g_spk is not None and sg is not None:
-        g = g_spk * sg
-        return g.add_(g_mem) if g_mem is not None else g
-    return g_mem.clone() if g_mem is not None else torch.zeros_like(like)
-
-
 def _clamp_mask(p: Tensor) -> Tensor:
     """Gradient mask of ``p.clamp(0, 1)`` (1 inside the interval, as autograd's clamp)."""
     return ((p >= 0) & (p <= 1)).to(p.dtype)
@@ -68,20 +60,32 @@ def _clamp_mask(p: Tensor) -> Tensor:
 # ----------------------------------------------------------------------------- LIF / IF
 
 
-def _lif_forward(x: Tensor, b: Tensor, theta: Tensor, u0: Tensor, reset: int) -> Tensor:
-    """Membrane potentials ``(T, B, *F)``; ``b`` is the clamped β."""
+def _lif_forward(x: Tensor, b: Tensor, theta: Tensor, u0: Tensor, reset: int) -> tuple[Tensor, Tensor]:
+    """Membrane potentials and spikes ``(T, B, *F)``; ``b`` is the clamped β. Three passes a step:
+    the leaky update, the reset (subtract: ``U -= θ S_{t-1}``), the threshold (written as 0/1)."""
     mem = torch.empty_like(x)  # (T, B, *F)
-    prev = u0
+    spk = torch.empty_like(x)  # (T, B, *F)
+    th = float(theta) if theta.dim() == 0 else None
+    prev, prev_s = u0, (u0 > theta).to(x.dtype)  # U_{-1} and its reset signal
     for t in range(x.shape[0]):
         cur = mem[t]  # (B, *F)
         if reset == ZERO:
-            torch.addcmul(x[t], torch.where(prev > theta, 0.0, prev), b, out=cur)
+            torch.addcmul(x[t], prev * (1.0 - prev_s), b, out=cur)
         else:
             torch.addcmul(x[t], prev, b, out=cur)
             if reset == SUBTRACT:
-                cur.sub_((prev > theta) * theta)  # bool · θ promotes to θ's dtype
-        prev = cur
-    return mem
+                if th is not None:
+                    cur.sub_(prev_s, alpha=th)
+                else:
+                    cur.addcmul_(prev_s, theta, value=-1.0)
+        torch.gt(cur, theta, out=spk[t])
+        prev, prev_s = cur, spk[t]
+    return mem, spk
+
+
+def _resets(spk: Tensor, u0: Tensor, theta: Tensor) -> Tensor:
+    """``r_t = H(U_{t-1} - θ)``: the spikes shifted by one step, ``r_0`` from the initial membrane."""
+    return torch.cat([(u0 > theta).to(spk.dtype).unsqueeze(0), spk[:-1]])
 
 
 class _LIF(torch.autograd.Function):
@@ -90,25 +94,23 @@ class _LIF(torch.autograd.Function):
                 surrogate: Surrogate) -> tuple[Tensor, Tensor]:  # fmt: skip
         b = beta.clamp(0.0, 1.0)
         u0 = (theta * frac).expand(x.shape[1:]).to(x.dtype)  # (B, *F)
-        mem = _lif_forward(x, b, theta, u0, reset)
-        spk = (mem > theta).to(x.dtype)
-        ctx.save_for_backward(beta, theta, mem)
+        mem, spk = _lif_forward(x, b, theta, u0, reset)
+        ctx.save_for_backward(beta, theta, mem, spk)
         ctx.frac, ctx.reset, ctx.surrogate = frac, reset, surrogate
         return spk, mem
 
     @staticmethod
     def backward(ctx: Any, g_spk: Tensor | None, g_mem: Tensor | None) -> tuple[Any, ...]:
-        beta, theta, mem = ctx.saved_tensors
+        beta, theta, mem, spk = ctx.saved_tensors
         b = beta.clamp(0.0, 1.0)
         frac, reset = ctx.frac, ctx.reset
-        need_r = reset == ZERO or (reset == SUBTRACT and ctx.needs_input_grad[2])
-        prev = r = None
-        if need_r or ctx.needs_input_grad[1]:
-            u0 = (theta * frac).expand(mem.shape[1:]).to(mem.dtype)
-            prev = torch.cat([u0.unsqueeze(0), mem[:-1]])  # (T, B, *F): U_{t-1}
-            r = (prev > theta).to(mem.dtype)  # reset signals r_t
-        sg = ctx.surrogate.derivative(mem - theta) if g_spk is not None else None
-        g = _direct_adjoint(g_spk, sg, g_mem, mem)
+        u0 = (theta * frac).expand(mem.shape[1:]).to(mem.dtype)
+        need_r = reset == ZERO or (reset == SUBTRACT and ctx.needs_input_grad[2]) or ctx.needs_input_grad[1]
+        r = _resets(spk, u0, theta) if need_r else None  # (T, B, *F) reset signals r_t
+        gs = ctx.surrogate.derivative_(mem - theta).mul_(g_spk) if g_spk is not None else None  # ∂L/∂S σ'
+        g = gs if g_mem is None else (g_mem.clone() if gs is None else gs + g_mem)
+        if g is None:
+            g = torch.zeros_like(mem)
         k = b * (1.0 - r) if reset == ZERO else b  # ∂U_t/∂U_{t-1}: (T, B, *F) or broadcastable
         a = torch.empty_like(mem)  # (T, B, *F) total adjoint
         acc = torch.zeros_like(mem[0])
@@ -119,12 +121,13 @@ class _LIF(torch.autograd.Function):
         grad_x = a if ctx.needs_input_grad[0] else None
         grad_beta = grad_theta = None
         if ctx.needs_input_grad[1]:
+            prev = torch.cat([u0.unsqueeze(0), mem[:-1]])  # U_{t-1}
             d = a * prev if reset != ZERO else a * prev * (1.0 - r)  # a_t ∂U_t/∂β
             grad_beta = _reduce_to(d, beta) * _clamp_mask(beta)
         if ctx.needs_input_grad[2]:
             grad_theta = frac * _reduce_to(acc.unsqueeze(0), theta)  # via U_{-1} = frac·θ
-            if g_spk is not None:
-                grad_theta = grad_theta - _reduce_to(g_spk * sg, theta)  # ∂S_t/∂θ = -σ'
+            if gs is not None:
+                grad_theta = grad_theta - _reduce_to(gs, theta)  # ∂S_t/∂θ = -σ'
             if reset == SUBTRACT:
                 grad_theta = grad_theta - _reduce_to(a * r, theta)  # ∂U_t/∂θ = -r_t
         return grad_x, grad_beta, grad_theta, None, None, None
@@ -138,8 +141,8 @@ def lif_sequence(x: Tensor, beta: Tensor, theta: Tensor, init_frac: float, reset
         return _LIF.apply(x, beta, theta, float(init_frac), reset, surrogate)
     with torch.no_grad():
         u0 = (theta * init_frac).expand(x.shape[1:]).to(x.dtype)
-        mem = _lif_forward(x, beta.clamp(0.0, 1.0), theta, u0, reset)
-        return (mem > theta).to(x.dtype), mem
+        mem, spk = _lif_forward(x, beta.clamp(0.0, 1.0), theta, u0, reset)
+        return spk, mem
 
 
 # ----------------------------------------------------------------------------- current-based LIF
@@ -183,8 +186,10 @@ class _Cuba(torch.autograd.Function):
         s_prev = torch.cat([torch.zeros_like(syn[:1]), syn[:-1]])  # I_{t-1}
         r = (prev > theta).to(mem.dtype)
         c = (1.0 - r) if reset == ZERO else None  # ∂U_t/∂(β U_{t-1} + I_t)
-        sg = ctx.surrogate.derivative(mem - theta) if g_spk is not None else None
-        g = _direct_adjoint(g_spk, sg, g_mem, mem)
+        gs = ctx.surrogate.derivative_(mem - theta).mul_(g_spk) if g_spk is not None else None
+        g = gs if g_mem is None else (g_mem.clone() if gs is None else gs + g_mem)
+        if g is None:
+            g = torch.zeros_like(mem)
         au = torch.empty_like(mem)  # adjoint of U_t
         ai = torch.empty_like(mem)  # adjoint of I_t
         acc_u = torch.zeros_like(mem[0])
@@ -206,8 +211,8 @@ class _Cuba(torch.autograd.Function):
             grad_beta = _reduce_to(d, beta) * _clamp_mask(beta)
         if ctx.needs_input_grad[3]:
             grad_theta = frac * _reduce_to(acc_u.unsqueeze(0), theta)
-            if g_spk is not None:
-                grad_theta = grad_theta - _reduce_to(g_spk * sg, theta)
+            if gs is not None:
+                grad_theta = grad_theta - _reduce_to(gs, theta)
             if reset == SUBTRACT:
                 grad_theta = grad_theta - _reduce_to(au * r, theta)
         return grad_x, grad_alpha, grad_beta, grad_theta, None, None, None

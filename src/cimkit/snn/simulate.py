@@ -69,7 +69,7 @@ class SpikingNet(nn.Module):
     """``net`` simulated for ``num_steps`` steps with ``encoder`` and ``readout`` (module docstring)."""
 
     def __init__(self, net: nn.Module, num_steps: int = 8, encoder: Encoder | str | None = None,
-                 readout: Readout | str = "mean", chunk_rows: int = 16384, hoist: bool = True,
+                 readout: Readout | str = "mean", chunk_rows: int = 8192, hoist: bool = True,
                  channels_last: bool = True) -> None:  # fmt: skip
         super().__init__()
         self.hoist = bool(hoist)

@@ -47,6 +47,10 @@ class Surrogate:
     def derivative(self, x: Tensor) -> Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def derivative_(self, x: Tensor) -> Tensor:
+        """:meth:`derivative` allowed to overwrite ``x`` (a temporary): fewer passes and buffers."""
+        return self.derivative(x)
+
     def __call__(self, x: Tensor) -> Tensor:
         return spike(x, self)
 
@@ -71,6 +75,9 @@ class _ATan(Surrogate):
         a = self.alpha
         return (a / 2.0) / (1.0 + (0.5 * math.pi * a * x) ** 2)
 
+    def derivative_(self, x: Tensor) -> Tensor:
+        return x.mul_(0.5 * math.pi * self.alpha).square_().add_(1.0).reciprocal_().mul_(self.alpha / 2.0)
+
 
 class _FastSigmoid(Surrogate):
     name = "fast_sigmoid"
@@ -82,6 +89,9 @@ class _FastSigmoid(Surrogate):
 
     def derivative(self, x: Tensor) -> Tensor:
         return 1.0 / (self.slope * x.abs() + 1.0) ** 2
+
+    def derivative_(self, x: Tensor) -> Tensor:
+        return x.abs_().mul_(self.slope).add_(1.0).pow_(-2)
 
 
 class _Sigmoid(Surrogate):
