@@ -80,5 +80,5 @@ def test_spike_levels_without_folding(digits_mlp) -> None:  # type: ignore[no-un
     ann, _, calib, _ = digits_mlp
     snn = to_snn(copy.deepcopy(ann), calib, ConvertConfig(num_steps=4, fold_amplitudes=False))
     levels = spike_input_levels(snn, calib[:2])
-    th = snn.conversion["thresholds"]  # type: ignore[attr-defined]
+    th = snn.conversion["thresholds"]
     assert sorted(levels.values()) == sorted(th.values())  # spikes of height λ, one level per layer

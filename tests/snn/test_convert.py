@@ -24,10 +24,10 @@ def test_digits_mlp_reaches_ann_accuracy_at_t32(digits_mlp, norm: str) -> None: 
     s_acc = float(evaluate(snn, test)["accuracy"])
     assert s_acc >= acc - 0.01, (s_acc, acc)
     # thresholds are the activations' max / 99.9th percentile (max >= percentile)
-    th = snn.conversion["thresholds"]  # type: ignore[attr-defined]
+    th = snn.conversion["thresholds"]
     assert all(v > 0 for v in th.values())
     if norm == "percentile":
-        mx = to_snn(copy.deepcopy(ann), calib, ConvertConfig(norm="max")).conversion["thresholds"]  # type: ignore[attr-defined]
+        mx = to_snn(copy.deepcopy(ann), calib, ConvertConfig(norm="max")).conversion["thresholds"]
         assert all(th[k] <= mx[k] + 1e-6 for k in th)
 
 
@@ -35,7 +35,7 @@ def test_spikes_are_binary_after_amplitude_folding(digits_mlp) -> None:  # type:
     ann, _, calib, _test = digits_mlp
     folded = to_snn(copy.deepcopy(ann), calib, ConvertConfig(num_steps=16))
     raw = to_snn(copy.deepcopy(ann), calib, ConvertConfig(num_steps=16, fold_amplitudes=False))
-    assert len(folded.conversion["folded"]) == 2  # type: ignore[attr-defined]
+    assert len(folded.conversion["folded"]) == 2
     st = measure_activity(folded, calib[:1])
     hidden = st.synapses[1:]
     assert [s.binary_input for s in st.synapses] == [False, True, True]  # direct input, then spikes
@@ -74,9 +74,9 @@ def test_qcfs_network_converts(digits, digits_mlp) -> None:  # type: ignore[no-u
         progress=False)  # fmt: skip
     q_acc = float(evaluate(q, test)["accuracy"])
     snn = to_snn(copy.deepcopy(q), calib, ConvertConfig(num_steps=8))
-    assert snn.conversion["method"] == "qcfs"  # type: ignore[attr-defined]
+    assert snn.conversion["method"] == "qcfs"
     lam = [float(m.threshold) for m in q.modules() if isinstance(m, QCFS)]
-    assert sorted(snn.conversion["thresholds"].values()) == pytest.approx(sorted(lam))  # type: ignore[attr-defined]
+    assert sorted(snn.conversion["thresholds"].values()) == pytest.approx(sorted(lam))
     assert float(evaluate(snn, test)["accuracy"]) >= q_acc - 0.02
     with pytest.raises(ConfigError, match="qcfs"):
         to_snn(copy.deepcopy(ann), calib, ConvertConfig(method="qcfs"))
@@ -122,7 +122,7 @@ def test_count_gated_max_pooling_tracks_the_max_rate() -> None:
 def test_lenet_pools_become_gated() -> None:
     ann = create("lenet5", in_channels=1, num_classes=10, input_size=(8, 8)).eval()
     snn = to_snn(ann, [torch.randn(4, 1, 8, 8)], ConvertConfig(num_steps=4))
-    assert sorted(snn.conversion["spiking_pools"]) == ["features.2", "features.5"]  # type: ignore[attr-defined]
+    assert sorted(snn.conversion["spiking_pools"]) == ["features.2", "features.5"]
     assert sum(isinstance(m, SpikingMaxPool2d) for m in snn.modules()) == 2
 
 
@@ -138,3 +138,24 @@ def test_conversion_errors() -> None:
     with pytest.raises(ConfigError, match="encoder"):
         ConvertConfig(encoder="latency")
     assert math.isfinite(float(snn(torch.randn(3, 4)).sum()))
+
+
+@pytest.mark.parametrize("name", ["mlp", "lenet5", "small_cnn", "vgg_small", "resnet20"])
+def test_every_registered_image_model_converts(name: str) -> None:
+    m = create(name, in_channels=1, num_classes=10, input_size=(16, 16)).eval()
+    x = torch.randn(4, 1, 16, 16, generator=torch.Generator().manual_seed(0))
+    snn = to_snn(m, [x], ConvertConfig(num_steps=4))
+    with torch.no_grad():
+        y = snn(x)
+    assert y.shape == (4, 10) and bool(torch.isfinite(y).all())
+    assert sum(isinstance(n, IF) for n in snn.modules()) == len(snn.conversion["thresholds"])
+
+
+def test_rate_coded_conversion(digits, digits_mlp) -> None:  # type: ignore[no-untyped-def]
+    """Bernoulli input spikes rescaled to the network's normalised units (E[input] = x)."""
+    from cimkit.snn import RateEncoder
+
+    ann, acc, calib, test = digits_mlp
+    enc = RateEncoder(gain=tuple(digits.std), offset=tuple(digits.mean), rescale=True, seed=0)
+    snn = to_snn(copy.deepcopy(ann), calib, ConvertConfig(num_steps=64, encoder="rate"), encoder=enc)
+    assert float(evaluate(snn, test)["accuracy"]) >= acc - 0.05

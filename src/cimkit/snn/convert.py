@@ -235,7 +235,7 @@ def to_snn(model: nn.Module, batches: list[Tensor], cfg: ConvertConfig | None = 
         set_module(net, s.target, SpikingMaxPool2d.from_max_pool(mods[s.target], s.target))
     folded = _fold_amplitudes(net, gm, neurons) if cfg.fold_amplitudes else []
     snn = SpikingNet(net, cfg.num_steps, encoder or make_encoder(cfg.encoder), Readout.MEAN)
-    snn.conversion = {  # type: ignore[attr-defined]
+    snn.conversion = {
         "method": method.value, "thresholds": lams, "folded": folded, "spiking_pools": [s.target for s in spiking_pools],
         "norm": cfg.norm.value if method is ConvertMethod.THRESHOLD_BALANCE else None,
     }  # fmt: skip

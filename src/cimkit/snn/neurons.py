@@ -34,7 +34,6 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from enum import Enum
-from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -377,9 +376,3 @@ def set_num_steps(model: nn.Module, num_steps: int) -> None:
     check_range("num_steps", num_steps, 1, 1_000_000)
     for _, m in temporal_modules(model):
         m.num_steps = int(num_steps)
-
-
-def describe_neuron(m: SpikingNeuron) -> dict[str, Any]:
-    """JSON-able summary of a neuron layer (type, reset, shapes of its parameters)."""
-    return {"type": type(m).__name__, "reset_mechanism": m.reset_mechanism.value, "init_mem_frac": m.init_mem_frac,
-            "threshold_shape": list(m.threshold.shape), "surrogate": m.spike_grad.describe()}  # fmt: skip

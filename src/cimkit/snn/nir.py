@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import io
 import logging
-import operator
 from collections import defaultdict
 from collections.abc import Mapping
 from pathlib import Path
@@ -52,7 +51,7 @@ import cimkit
 from cimkit.errors import ConfigError, DataError
 from cimkit.io import atomic_write_bytes
 from cimkit.snn.encoders import make_encoder
-from cimkit.snn.graph import trace
+from cimkit.snn.graph import is_add, trace
 from cimkit.snn.neurons import (
     DEFAULT_DT,
     IF,
@@ -286,7 +285,7 @@ def _function_node(node: Any, producers: dict[Any, list[str]], nodes: dict[str, 
                    edges: list[tuple[str, str]]) -> list[str]:  # fmt: skip
     t = node.target
     tensors = [a for a in node.args if hasattr(a, "op")]
-    if t in (operator.add, torch.add) or t == "add":
+    if is_add(node):
         if len(tensors) != len(node.args) or node.kwargs:
             raise ConfigError("NIR export: only adds of two tensors (residual connections) are supported")
         return [p for a in tensors for p in producers[a]]

@@ -80,6 +80,7 @@ class SpikingNet(nn.Module):
         check_range("chunk_rows", chunk_rows, 1)
         self.chunk_rows = int(chunk_rows)
         self.num_steps = num_steps
+        self.conversion: dict[str, Any] = {}  # what cimkit.snn.to_snn did (thresholds, folded neurons, ...)
 
     @property
     def num_steps(self) -> int:

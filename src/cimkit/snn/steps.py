@@ -120,7 +120,7 @@ class ToSNNStep(Step):
         snn = to_snn(state.model, batches, cfg.convert_config(), encoder=_encoder(cfg, ctx), seed=ctx.seed)
         state.model = snn
         stats = measure_activity(snn, batches[:2])
-        conv = dict(snn.conversion)  # type: ignore[attr-defined]
+        conv = dict(snn.conversion)
         state.details["snn"] = {**conv, **snn.describe(), "activity": stats.to_dict()}
         state.add_metric("time_steps", float(snn.num_steps), "steps")
         state.eval_protocol = "time_steps"
