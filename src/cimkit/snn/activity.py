@@ -43,7 +43,7 @@ from cimkit.errors import ConfigError
 from cimkit.snn.neurons import SpikingNeuron
 from cimkit.snn.simulate import SpikingNet
 
-__all__ = ["ActivityMonitor", "NeuronActivity", "SpikeStats", "SynapseActivity", "measure_activity"]
+__all__ = ["ActivityMonitor", "NeuronActivity", "SpikeStats", "SynapseActivity", "measure_activity", "single_level"]
 
 
 @dataclass
@@ -131,6 +131,16 @@ class SpikeStats:
                    [SynapseActivity(**s) for s in d.get("synapses", [])])  # fmt: skip
 
 
+def single_level(x: Tensor) -> tuple[float | None, bool]:
+    """``(level, single)``: a nonzero value of ``x`` (None if ``x`` is all zero) and whether every
+    nonzero entry equals it (spikes of one height). Two reductions and one comparison pass."""
+    mx, mn = float(x.amax()), float(x.amin())
+    if mx == 0.0 and mn == 0.0:
+        return None, True
+    lvl = mx if mx != 0.0 else mn
+    return lvl, bool(((x == 0) | (x == lvl)).all())
+
+
 _KINDS = ((nn.Conv2d, "conv2d"), (nn.Conv1d, "conv1d"), (nn.Linear, "linear"))
 
 
@@ -200,10 +210,8 @@ class ActivityMonitor:
             x = inp[0].detach()
             a = self.acc.setdefault(name, _Acc())
             nz = x != 0
-            vals = x[nz]
-            if vals.numel():
-                lvl = float(vals[0])
-                same = bool((vals == vals[0]).all())
+            lvl, same = single_level(x)
+            if lvl is not None:
                 if not same or (a.level is not None and not math.isclose(a.level, lvl, rel_tol=1e-6)):
                     a.binary = False
                 a.level = lvl if a.level is None else a.level

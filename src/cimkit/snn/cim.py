@@ -27,6 +27,7 @@ from torch import Tensor, nn
 from cimkit.analog.config import AnalogConfig
 from cimkit.analog.convert import convert_
 from cimkit.nn.walk import select
+from cimkit.snn.activity import single_level
 
 __all__ = ["spike_fields", "spike_input_levels", "spiking_analog_config", "to_crossbars"]
 
@@ -47,13 +48,11 @@ def spike_input_levels(model: nn.Module, batches: list[Tensor]) -> dict[str, flo
     hooks = []
     for r in refs:
         def hook(_m: nn.Module, inp: tuple[Tensor, ...], _o: Tensor, name: str = r.name) -> None:
-            x = inp[0]
-            vals = x[x != 0]
-            if not vals.numel() or name in bad:
+            lvl, single = single_level(inp[0].detach())
+            if lvl is None or name in bad:
                 return
-            lvl = float(vals[0])
             prev = seen[name]
-            if not bool((vals == vals[0]).all()) or (prev is not None and not math.isclose(prev, lvl, rel_tol=1e-6)):
+            if not single or (prev is not None and not math.isclose(prev, lvl, rel_tol=1e-6)):
                 bad.add(name)
             seen[name] = lvl
 
