@@ -56,7 +56,9 @@ def test_every_kind_step_and_protocol_runs(tmp_path: Path) -> None:
             steps.insert(0, {"op": "quantize", **STEPS.get("quantize").tiny})
         variants.append({"kind": "pipeline", "name": f"s-{op}", "steps": steps})
     for name in EVALS.list():
-        steps = [{"op": "analog", **STEPS.get("analog").tiny}] if name == "chips_times" else []
+        # what the model needs before the protocol: chips_times an analog step, others their own `tiny_steps`
+        steps = ([{"op": "analog", **STEPS.get("analog").tiny}] if name == "chips_times"
+                 else [dict(s) for s in getattr(EVALS.get(name), "tiny_steps", [])])  # fmt: skip
         variants.append({"kind": "pipeline", "name": f"e-{name}", "steps": steps,
                          "eval": {"protocol": name, **EVALS.get(name).tiny}})  # fmt: skip
     cfg = ExperimentConfig.from_dict({"name": "contract", "dataset": "digits", "model": "small_cnn",
