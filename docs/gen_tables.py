@@ -2,6 +2,9 @@
 
     python docs/gen_tables.py           # rewrite every generated table in README.md and docs/**/*.md
     python docs/gen_tables.py --check   # exit 1 if a page's tables differ from the JSON (a test runs this)
+    python docs/gen_tables.py --snapshot runs/demo/results.json
+        # keep a real run of the built-in experiment (`cimkit run --threads 1 --out runs/demo`) as
+        # docs/data/demo_results.json and draw its accuracy-vs-energy plot, docs/img/demo_energy.png
 
 A page asks for a table with a pair of marker lines; everything between them is replaced::
 
@@ -22,6 +25,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 DOCS = ROOT / "docs"
+SNAPSHOT = DOCS / "data" / "demo_results.json"
+DEMO_FIGURE = DOCS / "img" / "demo_energy.png"
 MARKER = re.compile(r"(<!-- table: (?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- /table -->)", re.S)
 TIMES = ("1s", "1h", "1d", "1y")
 
@@ -274,6 +279,206 @@ def t_goals() -> str:
     )
 
 
+def _snapshot() -> dict[str, Any]:
+    return json.loads(SNAPSHOT.read_text(encoding="utf-8"))
+
+
+def t_demo_energy() -> str:
+    """Every variant of the snapshot run: its primary metric, energy, latency and the hardware that priced it."""
+    r = _snapshot()
+    rows = []
+    for v in r["variants"]:
+        m, c = v["metrics"], v["details"].get("cost", {})
+        if "energy_uj" not in m:
+            continue
+        acc = pct(m["accuracy"]) + (f" ± {100 * m['accuracy_std']:.2f}" if "accuracy_std" in m else "")
+        rows.append([v["name"], acc, f"{1e3 * m['energy_uj']:.2f}", f"{m['latency_us']:.3g}",
+                     f"`{c.get('spec', '')}`", num_g(m.get("tops_w", 0.0))])  # fmt: skip
+    m = r["machine"]
+    return table(["variant", "accuracy", "energy (nJ)", "latency (µs)", "priced on", "TOPS/W"], rows, "lrrrlr") + (
+        f"\n\n*From `docs/data/demo_results.json`: `cimkit run` on {m.get('cpu', m.get('processor', ''))}, "
+        f"{r['threads']} thread; analog accuracies are the mean ± std over programmed chips, 1 day after programming.*"
+    )
+
+
+def t_demo_layers() -> str:
+    """The per-layer cost rows of the snapshot run's last analog variant (energy split by component)."""
+    r = _snapshot()
+    v = [v for v in r["variants"] if v["details"].get("cost", {}).get("hardware") == "cim"][-1]
+    comps = ("array", "adc", "dac", "accumulation", "digital", "buffer", "interconnect", "dram")
+    rows = []
+    for x in v["details"]["cost"]["layers"]:
+        if x["energy_uj"] <= 0:
+            continue
+        rows.append([f"`{x['name']}`", x["type"], x["hardware"], str(x["macs"]), str(x["tiles"]),
+                     *[f"{1e6 * x[f'energy_{c}_uj']:.1f}" for c in comps], f"{1e6 * x['energy_uj']:.1f}",
+                     f"{x['latency_us']:.3g}"])  # fmt: skip
+    c = v["details"]["cost"]
+    return table(["layer", "type", "on", "MACs", "tiles", *comps, "total (pJ)", "latency (µs)"], rows,
+                 "lllrr" + "r" * (len(comps) + 2)) + (
+        f"\n\n*Variant `{v['name']}` of `docs/data/demo_results.json`, priced on `{c['spec']}` "
+        f"(ADC `{c['adc']}`, {c['adc_bits']} bits); energies in pJ per inference.*"
+    )  # fmt: skip
+
+
+def snapshot(results_path: Path) -> None:
+    """Keep a real run's results (without per-variant file paths) and draw its accuracy-vs-energy plot."""
+    import os
+    import tempfile
+
+    from cimkit.cost.report import metric_energy_figure
+
+    r = json.loads(results_path.read_text(encoding="utf-8"))
+    SNAPSHOT.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=SNAPSHOT.parent, suffix=".tmp")
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        json.dump(r, f, indent=1, sort_keys=False)
+        f.write("\n")
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, SNAPSHOT)
+    fig = metric_energy_figure(r)
+    if fig is None:
+        raise SystemExit(f"{results_path}: no variant has an energy figure (is the cost concern disabled?)")
+    fig.savefig(DEMO_FIGURE, dpi=110, bbox_inches="tight")
+
+
+def _mean_by(rows: list[dict[str, Any]], keys: tuple[str, ...]) -> list[dict[str, Any]]:
+    """One row per distinct ``keys`` (first-seen order): numeric fields averaged, ``n`` the row count."""
+    groups: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+    for x in rows:
+        groups.setdefault(tuple(x.get(k) for k in keys), []).append(x)
+    out = []
+    for g in groups.values():
+        m: dict[str, Any] = dict(g[0])
+        for k, v in g[0].items():
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in keys:
+                vals = [x[k] for x in g if isinstance(x.get(k), (int, float))]
+                m[k] = sum(vals) / len(vals)
+        m["n"] = len(g)
+        out.append(m)
+    return out
+
+
+def t_sparsity() -> str:
+    r = load("sparsity")
+    rows = []
+    for x in _mean_by([x for x in r["rows"] if x["part"] == "ssl"], ("model",)):
+        rows.append([f"SSL group lasso + channel removal, `{x['model']}`", pct(x["acc"]), num(x["drop_pt"]),
+                     f"conv MACs ×{x['conv_macs_ratio']:.2f}, CPU {x['speedup']:.2f}× faster", str(x["n"])])  # fmt: skip
+    for x in _mean_by([x for x in r["rows"] if x["part"] == "crossbar"], ("model", "tile", "arm")):
+        blk = f"block pruning, {100 * float(x['arm'].split()[-1][:-1]):.0f}% target"
+        what = blk if x["arm"].startswith("block") else "unstructured, same per-layer sparsity"
+        rows.append([f"{what}, `{x['model']}`, {x['tile']}×{x['tile']} tiles", pct(x["acc"]), num(x["drop_pt"]),
+                     f"occupied arrays {x['arrays_before']:.0f} → {x['arrays_after']:.1f} (≥ {x['min_arrays']:.0f})",
+                     str(x["n"])])  # fmt: skip
+    for x in _mean_by([x for x in r["rows"] if x["part"] == "adc"], ("model", "tile", "arm")):
+        rows.append([f"tile-column pruning ({x['arm'].split()[1]} of rows kept), `{x['model']}`", pct(x["acc"]),
+                     num(x["drop_pt"]), f"ADC bits {x['adc_bits_dense']:.0f} → {x['adc_bits']:.1f}", str(x["n"])])  # fmt: skip
+    for x in _mean_by([x for x in r["rows"] if x["part"] == "torch_pruning"], ("model", "arm")):
+        rows.append([f"{x['arm']} at ½ MACs, `{x['model']}`", pct(x["acc"]), num(100 * (x["fp32_acc"] - x["acc"])),
+                     f"MACs ×{x['macs_ratio']:.3f}", str(x["n"])])  # fmt: skip
+    return table(["what", "accuracy (mean)", "drop (points)", "hardware effect", "seeds"], rows, "lrrlr") + (
+        "\n\nLeNet-5 on MNIST, `vgg_small` on Fashion-MNIST, `resnet20` (width 8) on Fashion-MNIST; drops against "
+        "each seed's own fp32 model. " + source("sparsity"))  # fmt: skip
+
+
+def _missing(name: str) -> str | None:
+    if (RESULTS / f"{name}.json").exists():
+        return None
+    return f"*(no results file yet: run `python benchmarks/{name}.py`)*"
+
+
+def t_snn() -> str:
+    if _missing("snn"):
+        return str(_missing("snn"))
+    r = load("snn")
+    conv = [x for x in r["rows"] if x["part"] == "conversion" and x["T"] != "-"]
+    steps = sorted({int(x["T"]) for x in conv})
+    rows = []
+    for ds in dict.fromkeys(x["dataset"] for x in conv):
+        ann = next((x["accuracy"] for x in r["rows"] if x["part"] == "conversion" and x["dataset"] == ds
+                    and x["T"] == "-"), None)  # fmt: skip
+        for v in dict.fromkeys(x["variant"] for x in conv if x["dataset"] == ds):
+            acc = {int(x["T"]): x["accuracy"] for x in conv if x["dataset"] == ds and x["variant"] == v}
+            own = next(x.get("ann_accuracy") for x in conv if x["dataset"] == ds and x["variant"] == v)
+            rows.append([ds, v, f"{own:.2f}%" if isinstance(own, float) else f"{ann:.2f}%",
+                         *[f"{acc[t]:.2f}" if t in acc else "" for t in steps]])  # fmt: skip
+    out = table(["dataset", "conversion", "its ANN", *[f"T={t}" for t in steps]], rows, "llr" + "r" * len(steps))
+    cim = [x for x in r["rows"] if x["part"] == "cim"]
+    if cim:
+        crow = [[x["dataset"], x["variant"], str(int(x["T"])) if isinstance(x["T"], (int, float)) else x["T"], f"{x['accuracy']:.2f} ± {x['accuracy_std']:.2f}"]
+                for x in cim]  # fmt: skip
+        out += "\n\n" + table(["dataset", "on PCM crossbars, 1 day after programming", "T", "accuracy (%)"], crow,
+                              "llrr")  # fmt: skip
+    sp = {x["framework"]: x for x in r["rows"] if x["part"] == "speed"}
+    if sp:
+        srow = [[k, f"{1e3 * x['step_seconds']:.0f}", str(x["steps"]), f"{x['test_accuracy']:.2f}%",
+                 f"{x['ratio_vs_snntorch']:.2f}" if "ratio_vs_snntorch" in x else "1"] for k, x in sp.items()]  # fmt: skip
+        out += "\n\n" + table(["direct training (tutorial-6 CNN, T=25, batch 128)", "step (ms)", "steps",
+                                "test accuracy", "time vs snnTorch"], srow, "lrrrr")  # fmt: skip
+    return out + "\n\nConversion accuracies in %; the CIM rows are mean ± std over programmed chips. " + source("snn")
+
+
+def t_lm() -> str:
+    if _missing("lm"):
+        return str(_missing("lm"))
+    r = load("lm")
+    rows, notes = [], []
+    for x in r["rows"]:
+        v = x["variant"]
+        if v.startswith("text sample"):
+            notes.append(f"{v.split(': ', 1)[1]}: `{x['note']}`")
+        elif v.startswith("speed"):
+            rows.append([v, "", f"fp32 {x['fp32']:.1f} ms, analog {x['analog']:.1f} ms: {x['ratio']:.2f}×", ""])
+        else:
+            std = f" ± {x['std']:.3f}" if "std" in x else ""
+            rows.append([v, f"{x['loss']:.3f}{std}", num(x["delta"], 3, sign=True), str(x["chips"] or "")])
+    out = table(["char GPT on tinyshakespeare", "validation loss (nats/char)", "vs fp32", "chips"], rows, "lrrr")
+    if notes:
+        out += "\n\nText samples (first 80 characters, newlines as ` / `): " + "; ".join(notes) + "."
+    return out + "\n\n" + source("lm")
+
+
+def t_vit_inr() -> str:
+    parts = []
+    if (RESULTS / "vit.json").exists():
+        r = load("vit")
+        rows = [[x["variant"], f"{x['acc_1s']:.2f}" + (f" ± {x['acc_1s_std']:.2f}" if "acc_1s_std" in x else ""),
+                 f"{x['acc_1d']:.2f}" + (f" ± {x['acc_1d_std']:.2f}" if "acc_1d_std" in x else ""),
+                 num(x["drop_1d"])] for x in r["rows"] if "acc_1s" in x]  # fmt: skip
+        parts.append(table(["ViT-tiny on MNIST", "accuracy 1 s (%)", "accuracy 1 day (%)", "drop at 1 day (points)"],
+                           rows, "lrrr") + "\n\n" + source("vit"))  # fmt: skip
+    if (RESULTS / "inr.json").exists():
+        r = load("inr")
+        rows = []
+        for x in r["rows"]:
+            if x["training"].startswith("("):
+                continue
+            rows.append([x["training"], f"{x['clean']:.2f}", f"{x['noise_1pct']:.2f} ± {x['noise_1pct_std']:.2f}",
+                         f"{x['noise_2pct']:.2f} ± {x['noise_2pct_std']:.2f}", f"{x['W4']:.2f}",
+                         f"{x['pcm_1h']:.2f} ± {x['pcm_1h_std']:.2f}"])  # fmt: skip
+        parts.append(table(["SIREN image fit (PSNR, dB)", "clean", "1 % weight noise", "2 % weight noise", "W4",
+                            "PCM, 1 h"], rows, "lrrrrr") + "\n\n" + source("inr"))  # fmt: skip
+    return "\n\n".join(parts) if parts else "*(no results file yet: run benchmarks/vit.py and benchmarks/inr.py)*"
+
+
+def t_distributed() -> str:
+    if _missing("distributed"):
+        return str(_missing("distributed"))
+    r = load("distributed")
+    rows = []
+    for x in r["rows"]:
+        if "payload_B_per_step" not in x:
+            continue
+        rows.append([f"`{x['method']}`", str(x["epochs"]), pct(x["test_acc_mean"]), x["test_acc_per_seed"],
+                     f"{x['payload_B_per_step'] / 1e3:.1f}", f"{x['bytes_vs_fp32']:.4f}", f"{x['step_ms']:.0f}",
+                     f"{x['speedup@1Gbps']:.2f}×", f"{x['speedup@10Gbps']:.2f}×"])  # fmt: skip
+    return table(["method", "epochs", "test accuracy (mean)", "per seed", "kB sent / step / rank", "bytes vs fp32",
+                  "step (ms)", "model speed-up @ 1 Gb/s", "@ 10 Gb/s"], rows, "lrrlrrrrr") + (
+        "\n\nSpeed-up model: the step time measured here plus the bytes sent over a link of the stated bandwidth, "
+        "fp32 all-reduce over each method.\n\n" + source("distributed"))  # fmt: skip
+
+
 def _goal(r: dict[str, Any], prefix: str) -> float:
     return next(g["measured"] for g in r["goals"] if g["what"].startswith(prefix))
 
@@ -349,6 +554,13 @@ TABLES: dict[str, Callable[[], str]] = {
     "cost-shares": t_cost_shares,
     "cost-speed": t_cost_speed,
     "cost-adcs": t_cost_adcs,
+    "distributed": t_distributed,
+    "sparsity": t_sparsity,
+    "snn": t_snn,
+    "lm": t_lm,
+    "vit-inr": t_vit_inr,
+    "demo-energy": t_demo_energy,
+    "demo-layers": t_demo_layers,
 }
 
 
@@ -367,7 +579,11 @@ def render(text: str, where: str = "") -> str:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--check", action="store_true", help="report stale pages instead of rewriting them")
+    p.add_argument("--snapshot", type=Path, default=None, metavar="RESULTS_JSON",
+                   help="keep this results.json as docs/data/demo_results.json and redraw docs/img/demo_energy.png")  # fmt: skip
     args = p.parse_args(argv)
+    if args.snapshot is not None:
+        snapshot(args.snapshot)
     stale = []
     for page in [ROOT / "README.md", *sorted(DOCS.rglob("*.md"))]:
         text = page.read_text(encoding="utf-8")

@@ -10,7 +10,7 @@ from cimkit.cost.record import ENERGY_COMPONENTS, energy_field
 from cimkit.report import Section, figure_html, table_html
 from cimkit.report.html import have_matplotlib, metric_axis, primary_metric
 
-__all__ = ["cost_sections", "pareto_front"]
+__all__ = ["cost_sections", "metric_energy_figure", "pareto_front"]
 
 _COLORS = {"array": "tab:green", "adc": "tab:red", "dac": "tab:orange", "accumulation": "tab:purple",
            "digital": "tab:blue", "buffer": "tab:brown", "interconnect": "tab:gray", "dram": "black"}  # fmt: skip
@@ -51,8 +51,11 @@ def _pareto_figure(results: dict[str, Any], vs: list[dict[str, Any]]) -> Any:
         if sel:
             ax.scatter([pts[i][0] for i in sel], [k * pts[i][1] for i in sel], marker=marker, s=36,
                        label=f"{hw} ({', '.join(sorted({vs[i]['details']['cost']['spec'] for i in sel}))})")  # fmt: skip
-    for v, (e, m) in zip(vs, pts):
-        ax.annotate(v["name"], (e, k * m), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    order = sorted(range(len(pts)), key=lambda i: pts[i][0])  # neighbours in energy get labels above/below
+    for rank, i in enumerate(order):
+        e, m = pts[i]
+        ax.annotate(vs[i]["name"], (e, k * m), fontsize=7, xytext=(3, 4 if rank % 2 == 0 else -10),
+                    textcoords="offset points")  # fmt: skip
     fx = [pts[i][0] for i in front]
     fy = [k * pts[i][1] for i in front]
     ax.step(fx, fy, where="post", color="black", lw=1, label="Pareto front")
@@ -62,6 +65,14 @@ def _pareto_figure(results: dict[str, Any], vs: list[dict[str, Any]]) -> Any:
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=7)
     return fig
+
+
+def metric_energy_figure(results: dict[str, Any]) -> Any:
+    """A matplotlib figure of the primary metric against energy per inference (log scale) for every
+    priced variant of ``results`` (a ``results.json`` dict), with the Pareto front; None when no
+    variant was priced."""
+    vs = _priced(results)
+    return _pareto_figure(results, vs) if vs else None
 
 
 def _layers_figure(vs: list[dict[str, Any]]) -> Any:

@@ -276,7 +276,10 @@ class ActivityMonitor:
 
 @torch.no_grad()
 def measure_activity(model: SpikingNet, batches: list[Tensor]) -> SpikeStats:
-    """Run ``model`` on ``batches`` (inputs only) and return the :class:`SpikeStats` per inference."""
+    """Run ``model`` on ``batches`` (inputs only; one tensor counts as one batch) and return the
+    :class:`SpikeStats` per inference."""
+    if isinstance(batches, Tensor):
+        batches = [batches]
     was = model.training
     model.eval()
     try:
