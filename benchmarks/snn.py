@@ -124,12 +124,13 @@ def conversion(args: Any, report: Report, dataset: str, cim: bool, levels: tuple
             tot = d["activity"]["totals"]
             report.row(part="activity", dataset=dataset, variant=v["name"], T=d["report_steps"],
                        spikes=tot["spikes"], synops=tot["synops"], macs=tot["macs"], ann_macs=tot["ann_macs"],
-                       crossbar_reads=tot["crossbar_reads"])  # fmt: skip
+                       crossbar_reads=tot["crossbar_reads"], **_energy(v))  # fmt: skip
         else:
             report.row(part="cim", dataset=dataset, variant=v["name"], T=m.get("time_steps", "-"), time="1d",
                        accuracy=100 * m["accuracy"], accuracy_std=100 * m["accuracy_std"],
                        ann_accuracy=100 * m["ann_accuracy"] if "ann_accuracy" in m else "",
-                       spike_driven_layers=m.get("spike_driven_layers", ""), seconds=round(v["seconds"], 1))  # fmt: skip
+                       spike_driven_layers=m.get("spike_driven_layers", ""), seconds=round(v["seconds"], 1),
+                       **_energy(v))  # fmt: skip
             act = d.get("snn", {}).get("activity")
             if act:
                 tot = act["totals"]
@@ -137,6 +138,14 @@ def conversion(args: Any, report: Report, dataset: str, cim: bool, levels: tuple
                            spikes=tot["spikes"], synops=tot["synops"], macs=tot["macs"], ann_macs=tot["ann_macs"],
                            crossbar_reads=tot["crossbar_reads"])  # fmt: skip
     return res
+
+
+def _energy(v: dict[str, Any]) -> dict[str, Any]:
+    """The cost model's figures for a variant (priced by the experiment's cost hook), with its spec."""
+    m, c = v["metrics"], v["details"].get("cost", {})
+    if "energy_uj" not in m:
+        return {}
+    return {"energy_uj": m["energy_uj"], "latency_us": m["latency_us"], "spec": c.get("spec", "")}
 
 
 def conversion_goals(report: Report, res: dict[str, Any]) -> None:

@@ -369,7 +369,9 @@ def t_sparsity() -> str:
         blk = f"block pruning, {100 * float(x['arm'].split()[-1][:-1]):.0f}% target"
         what = blk if x["arm"].startswith("block") else "unstructured, same per-layer sparsity"
         rows.append([f"{what}, `{x['model']}`, {x['tile']}×{x['tile']} tiles", pct(x["acc"]), num(x["drop_pt"]),
-                     f"occupied arrays {x['arrays_before']:.0f} → {x['arrays_after']:.1f} (≥ {x['min_arrays']:.0f})",
+                     f"occupied arrays {x['arrays_before']:.0f} → {x['arrays_after']:.1f} (≥ {x['min_arrays']:.0f})"
+                     + (f"; RRAM energy {1e3 * x['energy_uj_dense']:.1f} → {1e3 * x['energy_uj']:.1f} nJ"
+                        if "energy_uj" in x else ""),
                      str(x["n"])])  # fmt: skip
     for x in _mean_by([x for x in r["rows"] if x["part"] == "adc"], ("model", "tile", "arm")):
         rows.append([f"tile-column pruning ({x['arm'].split()[1]} of rows kept), `{x['model']}`", pct(x["acc"]),
@@ -406,10 +408,12 @@ def t_snn() -> str:
     out = table(["dataset", "conversion", "its ANN", *[f"T={t}" for t in steps]], rows, "llr" + "r" * len(steps))
     cim = [x for x in r["rows"] if x["part"] == "cim"]
     if cim:
-        crow = [[x["dataset"], x["variant"], str(int(x["T"])) if isinstance(x["T"], (int, float)) else x["T"], f"{x['accuracy']:.2f} ± {x['accuracy_std']:.2f}"]
+        crow = [[x["dataset"], x["variant"], str(int(x["T"])) if isinstance(x["T"], (int, float)) else x["T"],
+                 f"{x['accuracy']:.2f} ± {x['accuracy_std']:.2f}",
+                 f"{1e3 * x['energy_uj']:.1f} (`{x['spec']}`)" if "energy_uj" in x else "not recorded"]
                 for x in cim]  # fmt: skip
-        out += "\n\n" + table(["dataset", "on PCM crossbars, 1 day after programming", "T", "accuracy (%)"], crow,
-                              "llrr")  # fmt: skip
+        out += "\n\n" + table(["dataset", "on PCM crossbars, 1 day after programming", "T", "accuracy (%)",
+                                "energy (nJ)"], crow, "llrrr")  # fmt: skip
     sp = {x["framework"]: x for x in r["rows"] if x["part"] == "speed"}
     if sp:
         srow = [[k, f"{1e3 * x['step_seconds']:.0f}", str(x["steps"]), f"{x['test_accuracy']:.2f}%",
