@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import glob
+import logging
 import os
 import random
 import shutil
@@ -279,3 +280,16 @@ class Report:
 
 if __name__ == "__main__":  # `make bench` runs every benchmarks/*.py; this one is a library
     sys.exit(0)
+
+
+def main(p: argparse.ArgumentParser, run: Any, argv: list[str] | None = None) -> int:
+    """The benchmarks' common entry point: parse ``argv`` with ``p``, set the torch threads, log at
+    INFO (cimkit's own loggers at WARNING), ``run(args)`` -> :class:`Report`, print it and write its JSON."""
+    args = p.parse_args(argv)
+    setup_threads(args.threads)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logging.getLogger("cimkit").setLevel(logging.WARNING)
+    report = run(args)
+    report.print()
+    report.write(args.out)
+    return 0

@@ -38,7 +38,8 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _bench import ROOT, Report, parser, setup_threads
+from _bench import ROOT, Report, parser
+from _bench import main as bench_main
 
 FULL = {"size": 128, "epochs": 400, "na_epochs": 300, "seeds": 10, "chips": 5}
 QUICK = {"size": 32, "epochs": 60, "na_epochs": 40, "seeds": 3, "chips": 2}
@@ -98,14 +99,7 @@ def run(args: Any) -> Report:
 def main(argv: list[str] | None = None) -> int:
     p = parser("inr", __doc__)
     p.add_argument("--work", type=Path, default=None, help="experiment folder (default runs/bench_inr[_quick])")
-    args = p.parse_args(argv)
-    setup_threads(args.threads)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    logging.getLogger("cimkit").setLevel(logging.WARNING)
-    report = run(args)
-    report.print()
-    report.write(args.out)
-    return 0
+    return bench_main(p, run, argv)
 
 
 if __name__ == "__main__":

@@ -54,7 +54,8 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _bench import ROOT, Report, parser, setup_threads
+from _bench import ROOT, Report, parser
+from _bench import main as bench_main
 
 LEVELS = (1.0, 2.0, 4.0, 8.0)
 GAP_NATS = 0.2  # the LoRA noise level: the untrained (adapter-free) model loses at least this much
@@ -255,14 +256,7 @@ def run(args: Any) -> Report:
 def main(argv: list[str] | None = None) -> int:
     p = parser("lm", __doc__)
     p.add_argument("--work", type=Path, default=None, help="experiment folders (default runs/bench_lm[_quick])")
-    args = p.parse_args(argv)
-    setup_threads(args.threads)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    logging.getLogger("cimkit").setLevel(logging.WARNING)
-    report = run(args)
-    report.print()
-    report.write(args.out)
-    return 0
+    return bench_main(p, run, argv)
 
 
 if __name__ == "__main__":

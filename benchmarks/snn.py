@@ -50,7 +50,8 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _bench import Report, parser, setup_threads
+from _bench import Report, parser
+from _bench import main as bench_main
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = ROOT / "examples" / "mnist_lenet5.toml"
@@ -269,14 +270,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--train-steps", type=int, default=60, help="direct-training steps per framework (default 60)")
     p.add_argument("--skip-fashion", action="store_true", help="skip the Fashion-MNIST conversion run")
     p.add_argument("--seed", type=int, default=0)
-    args = p.parse_args(argv)
-    setup_threads(args.threads)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    logging.getLogger("cimkit").setLevel(logging.WARNING)
-    report = run(args)
-    report.print()
-    report.write(args.out)
-    return 0
+    return bench_main(p, run, argv)
 
 
 if __name__ == "__main__":

@@ -31,7 +31,8 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _bench import ROOT, Report, parser, setup_threads
+from _bench import ROOT, Report, parser
+from _bench import main as bench_main
 
 FULL = {"dataset": "mnist", "epochs": 8, "hwa_steps": 400, "chips": 3}
 QUICK = {"dataset": "digits", "epochs": 20, "hwa_steps": 10, "chips": 2}
@@ -87,14 +88,7 @@ def run(args: Any) -> Report:
 def main(argv: list[str] | None = None) -> int:
     p = parser("vit", __doc__)
     p.add_argument("--work", type=Path, default=None, help="experiment folder (default runs/bench_vit[_quick])")
-    args = p.parse_args(argv)
-    setup_threads(args.threads)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    logging.getLogger("cimkit").setLevel(logging.WARNING)
-    report = run(args)
-    report.print()
-    report.write(args.out)
-    return 0
+    return bench_main(p, run, argv)
 
 
 if __name__ == "__main__":
