@@ -107,3 +107,25 @@ def test_run_experiment_never_deletes_outside_its_folder(bench, monkeypatch, tmp
     with pytest.raises(RuntimeError, match="refusing"):
         bench.run_experiment("x", {"name": "x", "variants": [{"kind": "fp32"}]})
     assert (outside / "keep.txt").is_file()
+
+
+def test_main_parses_sets_threads_runs_and_writes_the_report(bench, tmp_path: Path, capsys) -> None:
+    seen = {}
+
+    def run(args):
+        seen["threads"] = torch.get_num_threads()
+        rep = bench.Report("probe", args.quick)
+        rep.row(x=1.5)
+        rep.at_most("x", 1.5, 2.0)
+        return rep
+
+    before = torch.get_num_threads()
+    try:
+        out = tmp_path / "probe.json"
+        assert bench.main(bench.parser("probe", "doc"), run, ["--threads", "1", "--out", str(out)]) == 0
+    finally:
+        torch.set_num_threads(before)
+    assert seen["threads"] == 1
+    r = json.loads(out.read_text(encoding="utf-8"))
+    assert r["benchmark"] == "probe" and r["rows"] == [{"x": 1.5}] and r["goals"][0]["met"] is True
+    assert "x" in capsys.readouterr().out
