@@ -432,6 +432,8 @@ def t_lm() -> str:
         v = x["variant"]
         if v.startswith("text sample"):
             notes.append(f"{v.split(': ', 1)[1]}: `{x['note']}`")
+        elif v.startswith("energy per character"):
+            rows.append([v, "", f"{x['energy_nj']:.2f} nJ (`{x['spec']}`)", ""])
         elif v.startswith("speed"):
             rows.append([v, "", f"fp32 {x['fp32']:.1f} ms, analog {x['analog']:.1f} ms: {x['ratio']:.2f}×", ""])
         else:
@@ -487,6 +489,52 @@ def _goal(r: dict[str, Any], prefix: str) -> float:
     return next(g["measured"] for g in r["goals"] if g["what"].startswith(prefix))
 
 
+def _headline_extra() -> list[list[str]]:
+    """Headline rows of the later concerns, each from its results file (left out while it is missing)."""
+    rows = []
+    if (RESULTS / "cost_model.json").exists():
+        r = load("cost_model")
+        fid = next(x for x in r["rows"] if x["part"] == "fidelity" and x["spec"].endswith("pr32"))
+        rows.append(["energy efficiency of VGG-8 on NeuroSim's 22 nm RRAM configuration (Table VII)",
+                     f"{fid['tops_w']:.2f} TOPS/W vs NeuroSim's {fid['ref_tops_w']:.2f}", "[cost model](docs/cost.md)"])  # fmt: skip
+    if (RESULTS / "sparsity.json").exists():
+        r = load("sparsity")
+        tp = _mean_by([x for x in r["rows"] if x["part"] == "torch_pruning"], ("arm",))
+        best = max((x for x in tp if x["arm"].startswith("cimkit")), key=lambda x: x["acc"])
+        ref = next(x for x in tp if x["arm"].startswith("Torch-Pruning"))
+        rows.append(["`resnet20` pruned to half the MACs, Fashion-MNIST",
+                     f"{pct(best['acc'])} ({best['arm']}) vs Torch-Pruning's L1 pruner {pct(ref['acc'])}",
+                     "[sparsity](docs/sparsity.md)"])  # fmt: skip
+    if (RESULTS / "snn.json").exists():
+        r = load("snn")
+        c = {(x["variant"], x["T"]): x["accuracy"] for x in r["rows"] if x["part"] == "conversion" and x["dataset"] == "mnist"}
+        sp = next((x for x in r["rows"] if x["part"] == "speed" and "ratio_vs_snntorch" in x), None)
+        speed = f"; direct training steps take {sp['ratio_vs_snntorch']:.2f}× snnTorch's time" if sp else ""
+        rows.append(["ANN-to-SNN conversion (QCFS, LeNet-5, MNIST)",
+                     f"{c[('QCFS L=4', 4)]:.2f}% at 4 time steps{speed}", "[spiking networks](docs/snn.md)"])  # fmt: skip
+    if (RESULTS / "distributed.json").exists():
+        r = load("distributed")
+        d = {x["method"]: x for x in r["rows"] if "payload_B_per_step" in x}
+        if "terngrad" in d and "none" in d:
+            rows.append(["TernGrad on 2 ranks (LeNet-5, MNIST)",
+                         f"{pct(d['terngrad']['test_acc_mean'])} vs fp32 all-reduce {pct(d['none']['test_acc_mean'])}, "
+                         f"{1 / d['terngrad']['bytes_vs_fp32']:.1f}× fewer bytes sent", "[distributed](docs/distributed.md)"])  # fmt: skip
+    if (RESULTS / "lm.json").exists():
+        r = load("lm")
+        lm = {x["variant"]: x for x in r["rows"]}
+        if "fp32" in lm and "ternary QAT" in lm:
+            rows.append(["char GPT on tinyshakespeare: fp32 / ternary BitLinear QAT (validation loss)",
+                         f"{lm['fp32']['loss']:.3f} / {lm['ternary QAT']['loss']:.3f} nats per character",
+                         "[transformers](docs/transformers.md)"])  # fmt: skip
+    if (RESULTS / "vit.json").exists():
+        v = {x["variant"]: x for x in load("vit")["rows"]}
+        if "RRAM + HWA + KD" in v:
+            rows.append(["ViT on RRAM crossbars + HWA + distillation, 1 day (MNIST)",
+                         f"{v['RRAM + HWA + KD']['acc_1d']:.2f}% (fp32 {v['fp32']['acc_1d']:.2f}%)",
+                         "[transformers](docs/transformers.md)"])  # fmt: skip
+    return rows
+
+
 def t_headline() -> str:
     """The README's one table: a row per verb, each figure looked up in its results file."""
     qm, qf = load("quant_mnist"), load("quant_fashion_mnist")
@@ -536,6 +584,7 @@ def t_headline() -> str:
          f"the fp32 time (LeNet-5 / `vgg_small`){peer_speed}",
          "[speed](docs/benchmarks.md#analog-simulation-speed)"],
     ]  # fmt: skip
+    rows += _headline_extra()
     m = qm["machine"]
     note = (f"Accuracies are on the MNIST / Fashion-MNIST test sets; machine of the results files: a "
             f"{m['cpu_count']}-core {m['cpu']}, {m['torch_threads']} torch thread, torch {m['torch']}.")  # fmt: skip

@@ -136,3 +136,21 @@ def test_linear_recurrence_gradient_is_finite_with_saturated_gates(gen: torch.Ge
     assert torch.isfinite(out).all()
     out.sum().backward()
     assert torch.isfinite(z.grad).all()
+
+
+def test_bitlinear_is_priced_at_two_bit_weights_and_its_activation_bits(gen: torch.Generator) -> None:
+    from cimkit.cost import describe, estimate
+    from cimkit.quant import account
+
+    m = _layer(gen, norm=True, dtype=torch.float32)  # Linear(24, 7) with a bias, BitConfig(a_bits=8)
+    x = torch.randn(3, 5, 24, generator=gen)  # 5 tokens per sample
+    rec = next(r for r in describe(m, x).records if r.op == "linear")
+    assert (rec.w_bits, rec.a_bits) == (2, 8)
+    assert rec.macs == 5 * 24 * 7 and rec.bops == rec.macs * 2 * 8
+    assert rec.size_bytes == 24 * 7 * 2 / 8 + 4 * 1 + 4 * 7  # 2-bit codes, one fp32 γ, fp32 bias
+    assert account(m, x).total["avg_w_bits"] == 2.0
+    plain = copy.deepcopy(m)
+    undo_(plain)
+    e_bit = estimate(m, x, "systolic_22nm").total()["energy_uj"]
+    e_fp = estimate(plain, x, "systolic_22nm").total()["energy_uj"]
+    assert e_bit < e_fp  # the float twin is priced at 32-bit arithmetic
