@@ -75,8 +75,9 @@ def main() -> None:
         for method in methods:
             for seed in seeds:
                 cfg = experiment(method, seed, epochs, steps)
+                comp = CompressionConfig(method=method, **cfg["train"]["compression"])  # the experiment's own
                 runs = spawn(rank_run, 2, args=(cfg, f"{tmp}/{method}-{seed}", str(args.data_dir)),
-                             compression=CompressionConfig(method=method), timeout_s=3600, threads=args.threads)
+                             compression=comp, timeout_s=3600, threads=args.threads)
                 results.setdefault(method, []).append(runs[0])
                 print(f"{method} seed {seed}: accuracy {runs[0]['accuracy']:.4f}", flush=True)
     base = results.get("none")

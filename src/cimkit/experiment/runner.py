@@ -78,6 +78,13 @@ def run_experiment(
     """
     out = Path(out_dir)
     st = strategy or SingleProcess()
+    comp = getattr(st, "compression", None)
+    if st.is_distributed and comp is not None and comp != cfg.train.compression_config():
+        raise ConfigError(
+            f"train.grad_compression: the strategy compresses gradients with {comp.to_dict()} but the experiment's "
+            f"[train] table asks for {cfg.train.compression_config().to_dict()}; build the strategy from "
+            f"cfg.train.compression_config() (what `cimkit run --nproc` does)"
+        )
     if not st.is_main:
         return _run(cfg, out, data_dir=data_dir, progress=False, retrain=retrain, st=st)
     check_out_dir(out, cfg.to_dict())
