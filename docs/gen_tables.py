@@ -461,10 +461,11 @@ def t_vit_inr() -> str:
             if x["training"].startswith("("):
                 continue
             rows.append([x["training"], f"{x['clean']:.2f}", f"{x['noise_1pct']:.2f} ± {x['noise_1pct_std']:.2f}",
-                         f"{x['noise_2pct']:.2f} ± {x['noise_2pct_std']:.2f}", f"{x['W4']:.2f}",
-                         f"{x['pcm_1h']:.2f} ± {x['pcm_1h_std']:.2f}"])  # fmt: skip
-        parts.append(table(["SIREN image fit (PSNR, dB)", "clean", "1 % weight noise", "2 % weight noise", "W4",
-                            "PCM, 1 h"], rows, "lrrrrr") + "\n\n" + source("inr"))  # fmt: skip
+                         f"{x['noise_2pct']:.2f} ± {x['noise_2pct_std']:.2f}", f"{x['W8']:.2f}", f"{x['W6']:.2f}",
+                         f"{x['W4']:.2f}", f"{x['pcm_1h']:.2f} ± {x['pcm_1h_std']:.2f}",
+                         f"{x['pcm_1d']:.2f} ± {x['pcm_1d_std']:.2f}" if "pcm_1d" in x else ""])  # fmt: skip
+        parts.append(table(["SIREN image fit (PSNR, dB)", "clean", "1 % weight noise", "2 % weight noise", "W8", "W6",
+                            "W4", "PCM, 1 h", "PCM, 1 day"], rows, "lrrrrrrrr") + "\n\n" + source("inr"))  # fmt: skip
     return "\n\n".join(parts) if parts else "*(no results file yet: run benchmarks/vit.py and benchmarks/inr.py)*"
 
 
