@@ -9,6 +9,7 @@ from typing import Any
 from cimkit.config import Config, check_range
 from cimkit.errors import ConfigError, did_you_mean, unknown
 from cimkit.experiment.hooks import CONCERN_SETTINGS
+from cimkit.plugins import load_plugins
 from cimkit.train import TrainConfig
 from cimkit.utils import MAX_THREADS
 
@@ -63,6 +64,7 @@ class ExperimentConfig(Config):
     def from_dict(cls, data: Mapping[str, Any], *, where: str = "") -> ExperimentConfig:
         """As :meth:`Config.from_dict`, with every concern's top-level table (``[cost]``) collected
         into ``concerns``."""
+        load_plugins()  # the concerns register their tables (``[cost]``) when their plugins load
         if isinstance(data, Mapping):
             own = list(cls.__dataclass_fields__)
             data = dict(data)
@@ -110,6 +112,8 @@ class ExperimentConfig(Config):
                 f"model: '{self.model}' takes {model_input_kind(self.model)} inputs but dataset "
                 f"'{self.dataset}' is {data_kind}; pick a model from `cimkit list models`"
             )
+        if self.concerns:
+            load_plugins()
         for name, table in list(self.concerns.items()):
             if name not in CONCERN_SETTINGS:
                 raise unknown("settings table", name, CONCERN_SETTINGS)
