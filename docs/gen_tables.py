@@ -553,8 +553,14 @@ def t_headline() -> str:
                 f"{_goal(qf, 'W4A4 QAT training step'):.2f}× the time of Brevitas's")  # fmt: skip
     mp = load("mixed_precision")
     d = {(x["dataset"], x["method"]): x for x in mp["rows"] if x["part"] == "goal-detail"}
-    w3 = " / ".join(num(d[(ds, "W3")]["hessian_minus_uniform"], sign=True) for ds in ("mnist", "fashion-mnist"))
-    w4 = " / ".join(num(d[(ds, "W4")]["hessian_minus_uniform"], sign=True) for ds in ("mnist", "fashion-mnist"))
+    def mp_delta(*tags: str) -> str:  # protocol 3 tags first (size-W3, energy-W4), then protocols 1-2 (W3, W4)
+        return " / ".join(num(next(d[(ds, t)] for t in tags if (ds, t) in d)["hessian_minus_uniform"], sign=True)
+                          for ds in ("mnist", "fashion-mnist"))  # fmt: skip
+
+    w3 = mp_delta("size-W3", "W3")
+    w4 = mp_delta("energy-W4", "W4")
+    second = ("at the energy of uniform W4A8 on RRAM crossbars" if any(k[1] == "energy-W4" for k in d)
+              else "at the size of 4-bit weights")  # fmt: skip
     am, af = load("analog_mnist"), load("analog_fashion_mnist")
 
     def at_1d(r: dict[str, Any], tool: str) -> str:
@@ -576,7 +582,7 @@ def t_headline() -> str:
         ["ternary weights, 8-bit activations (QAT)", quant("ternary-W A8 QAT"),
          "[benchmarks](docs/benchmarks.md#quantization)"],
         ["Hessian mixed precision vs uniform bits, same QAT (`vgg_small`)",
-         f"{w3} points at the size of 3-bit weights; {w4} at the size of 4-bit weights",
+         f"{w3} points at the size of 3-bit weights; {w4} {second}",
          "[mixed precision](docs/benchmarks.md#mixed-precision)"],
         ["PCM crossbars + HWA training + drift compensation, 1 day after programming",
          f"{at_1d(am, 'cimkit')} / {at_1d(af, 'cimkit')}{peer_1d}", "[analog CIM](docs/benchmarks.md#analog-cim)"],
