@@ -234,6 +234,12 @@ def t_mixed_p1() -> str:
     return _mixed("mixed_precision", own_lr=False)
 
 
+def t_mixed_p3() -> str:
+    if _missing("mixed_precision_protocol3"):
+        return "*(no results file yet: `python benchmarks/mixed_precision.py --out benchmarks/results/mixed_precision_protocol3.json`)*"
+    return _mixed("mixed_precision_protocol3", own_lr=False)
+
+
 def t_mixed_p2() -> str:
     return _mixed("mixed_precision_own_lr", own_lr=True)
 
@@ -607,6 +613,7 @@ TABLES: dict[str, Callable[[], str]] = {
     "analog-speed": t_analog_speed,
     "mixed-p1": t_mixed_p1,
     "mixed-p2": t_mixed_p2,
+    "mixed-p3": t_mixed_p3,
     "zeroq": t_zeroq,
     "pyhessian": t_pyhessian,
     "goals": t_goals,
