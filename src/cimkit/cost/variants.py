@@ -4,7 +4,8 @@ For each variant the runner hands over its final model (``VariantResult.model``)
 cost model on one test example and adds, with units, ``energy_uj`` (µJ per inference), ``latency_us``,
 ``area_mm2``, ``tops_w`` and, where the variant did not report them, ``macs`` and (for a model
 priced on a digital spec) ``size_bytes`` and ``bops`` (the one definition of
-:mod:`cimkit.cost.storage`), and under ``details["cost"]`` the hardware (spec, ADC model, arithmetic), the energy per component and the per-layer rows.
+:mod:`cimkit.cost.storage`), and under ``details["cost"]`` the hardware (spec, ADC model,
+arithmetic), the energy per component and the per-layer rows.
 """
 
 from __future__ import annotations
@@ -54,7 +55,9 @@ def cost_result_hook(ctx: Any, spec: Any, result: Any, settings: CostSettings | 
     for key, unit in (("energy_uj", "µJ"), ("latency_us", "µs"), ("area_mm2", "mm²"), ("tops_w", "TOPS/W")):
         result.add_metric(key, float(t[key]), unit)
     # a model on crossbars keeps its weights as conductances: digital storage and bit-ops do not apply
-    filled = (("macs", "MAC/sample"),) if hw.is_cim else (("size_bytes", "bytes"), ("macs", "MAC/sample"), ("bops", "bit-op/sample"))
+    filled = [("macs", "MAC/sample")]
+    if not hw.is_cim:
+        filled += [("size_bytes", "bytes"), ("bops", "bit-op/sample")]
     for key, unit in filled:
         if key not in result.metrics:
             result.add_metric(key, float(t[key]), unit)
