@@ -33,7 +33,7 @@ from torch import nn
 from cimkit.config import check_choice, check_range
 from cimkit.errors import ConfigError
 from cimkit.lm.bitlinear import BitConfig, RMSNorm, bitlinear_
-from cimkit.models.gpt import GPT_SIZES, CausalSelfAttention
+from cimkit.models.gpt import GPT_SIZES, CausalSelfAttention, check_token_ids, init_gpt_weights
 from cimkit.models.registry import MODELS
 
 __all__ = ["GLU", "MLGRU", "BitNetLM", "linear_recurrence"]
@@ -174,23 +174,10 @@ class BitNetLM(nn.Module):
             bitlinear_(self, BitConfig(a_bits=a_bits, include=["blocks.*"], skip=[]))
 
     def _init_weights(self) -> None:
-        std_resid = 0.02 / math.sqrt(2 * self.n_layer)
-        for name, m in self.named_modules():
-            if isinstance(m, nn.Linear):
-                resid = name.endswith(("mixer.proj", "mixer.o", "mlp.down"))
-                nn.init.normal_(m.weight, 0.0, std_resid if resid else 0.02)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Embedding):
-                nn.init.normal_(m.weight, 0.0, 0.02)
+        init_gpt_weights(self, self.n_layer, ("mixer.proj", "mixer.o", "mlp.down"))
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
-        if idx.dim() != 2:
-            raise ConfigError(f"bitnet_lm input: shape {tuple(idx.shape)}; allowed: (batch, time) token ids")
-        t = idx.shape[1]
-        if t > self.block_size:
-            raise ConfigError(f"bitnet_lm input length: {t} is longer than block_size = {self.block_size}; "
-                              f"allowed: <= {self.block_size}")  # fmt: skip
+        t = check_token_ids(idx, self.block_size, "bitnet_lm")
         h = self.tok_emb(idx)  # (B, T, C)
         if self.pos_emb is not None:
             h = h + self.pos_emb(torch.arange(t, device=idx.device))  # (B, T, C)

@@ -37,7 +37,7 @@ from cimkit.config import check_choice, check_range
 from cimkit.errors import ConfigError
 from cimkit.models.registry import MODELS
 
-__all__ = ["GPT_SIZES", "MLP", "Block", "CausalSelfAttention", "CharGPT", "generate"]
+__all__ = ["GPT_SIZES", "MLP", "Block", "CausalSelfAttention", "CharGPT", "check_token_ids", "generate", "init_gpt_weights"]
 
 # named sizes: (n_layer, n_head, n_embd); explicit n_layer/n_head/n_embd override the preset
 GPT_SIZES: dict[str, tuple[int, int, int]] = {
@@ -115,6 +115,32 @@ class Block(nn.Module):
         return x + self.mlp(self.ln2(x))  # (B, T, C)
 
 
+def init_gpt_weights(model: nn.Module, n_layer: int, residual: tuple[str, ...]) -> None:
+    """GPT-2's initialisation: N(0, 0.02) for Linear and Embedding weights, zero biases, and
+    N(0, 0.02/√(2·n_layer)) for the Linears whose names end in ``residual`` (the projections that
+    write into the residual stream)."""
+    std_resid = 0.02 / math.sqrt(2 * n_layer)
+    for name, m in model.named_modules():
+        if isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, 0.0, std_resid if name.endswith(residual) else 0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Embedding):
+            nn.init.normal_(m.weight, 0.0, 0.02)
+
+
+def check_token_ids(idx: torch.Tensor, block_size: int, model: str) -> int:
+    """The sequence length of ``idx`` ``(B, T)``; a ConfigError naming ``model`` for another shape or
+    ``T > block_size``."""
+    if idx.dim() != 2:
+        raise ConfigError(f"{model} input: shape {tuple(idx.shape)}; allowed: (batch, time) token ids")
+    t = int(idx.shape[1])
+    if t > block_size:
+        raise ConfigError(f"{model} input length: {t} is longer than block_size = {block_size}; "
+                          f"allowed: <= {block_size}")  # fmt: skip
+    return t
+
+
 @MODELS.register(
     "char_gpt",
     "small decoder-only transformer (GPT-style, pre-LN, separate q/k/v/proj Linears): ids (B, T) -> logits (B, T, V)",
@@ -179,23 +205,10 @@ class CharGPT(nn.Module):
             self.head.weight = self.tok_emb.weight
 
     def _init_weights(self) -> None:
-        std_resid = 0.02 / math.sqrt(2 * self.n_layer)
-        for name, m in self.named_modules():
-            if isinstance(m, nn.Linear):
-                nn.init.normal_(m.weight, 0.0, std_resid if name.endswith(("attn.proj", "mlp.proj")) else 0.02)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Embedding):
-                nn.init.normal_(m.weight, 0.0, 0.02)
+        init_gpt_weights(self, self.n_layer, ("attn.proj", "mlp.proj"))
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
-        if idx.dim() != 2:
-            raise ConfigError(f"char_gpt input: shape {tuple(idx.shape)}; allowed: (batch, time) token ids")
-        t = idx.shape[1]
-        if t > self.block_size:
-            raise ConfigError(
-                f"char_gpt input length: {t} is longer than block_size = {self.block_size}; allowed: <= {self.block_size}"
-            )
+        t = check_token_ids(idx, self.block_size, "char_gpt")
         pos = torch.arange(t, device=idx.device)  # (T,)
         h = self.drop(self.tok_emb(idx) + self.pos_emb(pos))  # (B, T, C)
         for block in self.blocks:  # layers, not samples
