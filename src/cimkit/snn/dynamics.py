@@ -57,6 +57,17 @@ def _clamp_mask(p: Tensor) -> Tensor:
     return ((p >= 0) & (p <= 1)).to(p.dtype)
 
 
+def _adjoint_(a: Tensor, k: Tensor, per_t: bool) -> None:
+    """``a_t += k_{t+1} a_{t+1}`` for ``t = T-2 … 0``, in place (``a`` (T, B, *F)); ``k`` is a scalar
+    tensor or broadcastable against ``F``, or (``per_t``) one per step ``(T, B, *F)``."""
+    scalar = float(k) if k.dim() == 0 else None
+    for t in range(a.shape[0] - 2, -1, -1):
+        if scalar is not None:
+            a[t].add_(a[t + 1], alpha=scalar)
+        else:
+            a[t].addcmul_(a[t + 1], k[t + 1] if per_t else k)
+
+
 # ----------------------------------------------------------------------------- LIF / IF
 
 
@@ -96,6 +107,7 @@ class _LIF(torch.autograd.Function):
         u0 = (theta * frac).expand(x.shape[1:]).to(x.dtype)  # (B, *F)
         mem, spk = _lif_forward(x, b, theta, u0, reset)
         ctx.save_for_backward(beta, theta, mem, spk)
+        ctx.set_materialize_grads(False)  # an unused output (usually mem) comes back as None, not zeros
         ctx.frac, ctx.reset, ctx.surrogate = frac, reset, surrogate
         return spk, mem
 
@@ -108,16 +120,15 @@ class _LIF(torch.autograd.Function):
         need_r = reset == ZERO or (reset == SUBTRACT and ctx.needs_input_grad[2]) or ctx.needs_input_grad[1]
         r = _resets(spk, u0, theta) if need_r else None  # (T, B, *F) reset signals r_t
         gs = ctx.surrogate.derivative_(mem - theta).mul_(g_spk) if g_spk is not None else None  # ∂L/∂S σ'
-        g = gs if g_mem is None else (g_mem.clone() if gs is None else gs + g_mem)
-        if g is None:
-            g = torch.zeros_like(mem)
-        k = b * (1.0 - r) if reset == ZERO else b  # ∂U_t/∂U_{t-1}: (T, B, *F) or broadcastable
-        a = torch.empty_like(mem)  # (T, B, *F) total adjoint
-        acc = torch.zeros_like(mem[0])
-        per_t = reset == ZERO
-        for t in range(mem.shape[0] - 1, -1, -1):
-            torch.add(g[t], acc, out=a[t])
-            acc = a[t] * (k[t] if per_t else k)
+        gs_theta = _reduce_to(gs, theta) if gs is not None and ctx.needs_input_grad[2] else None  # Σ σ' ∂L/∂S
+        if gs is None:
+            a = torch.zeros_like(mem) if g_mem is None else g_mem.clone()
+        else:
+            a = gs if g_mem is None else gs.add_(g_mem)
+        # a (T, B, *F) starts as the direct gradient g_t and becomes the total adjoint in place:
+        # a_t += k_{t+1} a_{t+1}, one fused op per step on memory already touched
+        _adjoint_(a, b * (1.0 - r) if reset == ZERO else b, reset == ZERO)
+        acc = a[0] * (b * (1.0 - r[0]) if reset == ZERO else b)  # adjoint reaching U_{-1}
         grad_x = a if ctx.needs_input_grad[0] else None
         grad_beta = grad_theta = None
         if ctx.needs_input_grad[1]:
@@ -126,8 +137,8 @@ class _LIF(torch.autograd.Function):
             grad_beta = _reduce_to(d, beta) * _clamp_mask(beta)
         if ctx.needs_input_grad[2]:
             grad_theta = frac * _reduce_to(acc.unsqueeze(0), theta)  # via U_{-1} = frac·θ
-            if gs is not None:
-                grad_theta = grad_theta - _reduce_to(gs, theta)  # ∂S_t/∂θ = -σ'
+            if gs_theta is not None:
+                grad_theta = grad_theta - gs_theta  # ∂S_t/∂θ = -σ'
             if reset == SUBTRACT:
                 grad_theta = grad_theta - _reduce_to(a * r, theta)  # ∂U_t/∂θ = -r_t
         return grad_x, grad_beta, grad_theta, None, None, None
@@ -173,6 +184,7 @@ class _Cuba(torch.autograd.Function):
         syn, mem = _cuba_forward(x, alpha.clamp(0.0, 1.0), beta.clamp(0.0, 1.0), theta, u0, reset)
         spk = (mem > theta).to(x.dtype)
         ctx.save_for_backward(alpha, beta, theta, syn, mem)
+        ctx.set_materialize_grads(False)
         ctx.frac, ctx.reset, ctx.surrogate = frac, reset, surrogate
         return spk, mem, syn
 
