@@ -40,6 +40,7 @@ from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor, nn
+from torch.nn.modules.module import register_module_forward_hook, register_module_forward_pre_hook
 from torch.overrides import TorchFunctionMode
 
 from cimkit.errors import ConfigError
@@ -193,18 +194,19 @@ class _Atoms:
         both = (a >= 0) & (b >= 0) & (a != b)
         if bool(both.any()):
             n = len(self.parent)
-            codes = torch.unique(a[both] * n + b[both])  # one code per distinct (a, b) pair
-            for c in codes.tolist():
-                self.union(c // n, c % n)
+            # one code per distinct (a, b) pair, -1 where either is untracked (no boolean indexing: slow)
+            codes = torch.unique(torch.where(both, a * n + b, -1)).tolist()
+            for c in codes:
+                if c >= 0:
+                    self.union(c // n, c % n)
 
     def pin_all(self, atoms: Tensor, reason: str) -> None:
-        for a in torch.unique(atoms[atoms >= 0]).tolist():
-            r = self.find(a)
-            self.pin.setdefault(r, reason)
+        if atoms.numel() > 64 and not bool((atoms >= 0).any()):  # nothing tracked: skip the sort
+            return
+        for a in torch.unique(atoms).tolist():  # negative: untracked
+            if a >= 0:
+                self.pin.setdefault(self.find(a), reason)
 
-    def roots(self, atoms: Tensor) -> Tensor:
-        flat = atoms.reshape(-1).tolist()
-        return torch.tensor([self.find(a) if a >= 0 else -1 for a in flat], dtype=torch.long).view(atoms.shape)
 
 
 # ----------------------------------------------------------------------------- the recorder
@@ -229,15 +231,14 @@ def _name(func: Any) -> str:
 
 def _per_position(a: Tensor, dim: int) -> Tensor | None:
     """Atoms along ``dim`` if they are constant over every other dim, else None."""
-    if a.dim() == 0:
+    if a.dim() == 0 or a.numel() == 0:
         return None
-    m = a.movedim(dim, 0).reshape(a.shape[dim], -1)  # (F, rest)
-    if m.shape[1] == 0:
+    idx = [slice(0, 1)] * a.dim()
+    idx[dim] = slice(None)
+    first = a[tuple(idx)]  # position 0 of every other dim, kept as size-1 dims (a view)
+    if not bool((a == first).all()):  # one broadcast comparison, no copy of a
         return None
-    first = m[:, :1]
-    if not bool((m == first).all()):
-        return None
-    return first[:, 0].clone()
+    return first.reshape(-1).clone()
 
 
 class _Recorder(TorchFunctionMode):
@@ -287,18 +288,23 @@ class _Recorder(TorchFunctionMode):
                               nn.Embedding, nn.modules.instancenorm._InstanceNorm))  # fmt: skip
 
     def pre_hook(self, m: nn.Module, args: Any) -> None:
-        self.stack.append(self.names.get(id(m), ""))
+        if id(m) not in self.names:
+            return
+        self.stack.append(self.names[id(m)])
         if self.inside is None and self.is_leaf(m):
             self.inside = m
 
     def post_hook(self, m: nn.Module, args: Any, out: Any) -> None:
+        if id(m) not in self.names:
+            return
         self.stack.pop()
         if self.inside is not m:
             return
         self.inside = None
         self.busy = True
         try:
-            self._leaf(m, args, out)
+            with torch._C.DisableTorchFunction():  # the recorder's own tensor work is not intercepted
+                self._leaf(m, args, out)
         finally:
             self.busy = False
 
@@ -333,10 +339,10 @@ class _Recorder(TorchFunctionMode):
                 self.uf.pin_all(xa, f"{name}: BatchNorm input channels vary over positions")
             else:
                 self._record(self.norm, name, feat)
-            self.set(out, xa.clone(), anc)
+            self.set(out, xa, anc)  # shadows are never written in place: shared, not copied
         elif xa is not None:  # LayerNorm, GroupNorm, InstanceNorm: mix channels or shift zero
             self.uf.pin_all(xa, f"{name}: {type(m).__name__} normalises across channels")
-            self.set(out, xa.clone(), anc)
+            self.set(out, xa, anc)
 
     def _record(self, table: dict[str, Tensor], name: str, feat: Tensor) -> None:
         if name in table:  # a layer called twice: the same columns must be prunable in both calls
@@ -409,7 +415,7 @@ class _Recorder(TorchFunctionMode):
             first = self._sub(args[0])
             self._assign(out, func(first, *args[1:], **kwargs), anc)
         elif name in _IDENTITY and x is not None:
-            self._assign(out, self.get(x).clone(), anc)
+            self._assign(out, self.get(x), anc)
         elif name in _SPATIAL and x is not None:
             self._spatial(name, x, out, anc)
         elif name == "pad" and x is not None:
@@ -426,7 +432,7 @@ class _Recorder(TorchFunctionMode):
         elif name == "masked_fill" and x is not None:
             value = args[2] if len(args) > 2 else kwargs.get("value")
             if isinstance(value, (int, float)) and value == 0:
-                self._assign(out, self.get(x).clone(), anc)
+                self._assign(out, self.get(x), anc)
             else:
                 self._pin_unknown(name, args, kwargs, out, anc)
         elif name == "scaled_dot_product_attention":
@@ -494,16 +500,20 @@ class _Recorder(TorchFunctionMode):
         if name in _ADD:
             self.uf.union_pairs(aa, ba)
             # a tracked channel plus a constant that is not zero: the sum is no longer zero when the channel is
-            self.uf.pin_all(aa[ta & ~tb & (bv != 0)], f"'{name}' adds a constant")
-            self.uf.pin_all(ba[tb & ~ta & (av != 0)], f"'{name}' adds a constant")
-            if isinstance(a, Tensor) and isinstance(b, Tensor) and bool(ta.any()) and bool(tb.any()):
+            any_a, any_b = bool(ta.any()), bool(tb.any())
+            all_a, all_b = any_a and bool(ta.all()), any_b and bool(tb.all())
+            if any_a and not all_b:
+                self.uf.pin_all(torch.where(ta & ~tb & (bv != 0), aa, -1), f"'{name}' adds a constant")
+            if any_b and not all_a:
+                self.uf.pin_all(torch.where(tb & ~ta & (av != 0), ba, -1), f"'{name}' adds a constant")
+            if isinstance(a, Tensor) and isinstance(b, Tensor) and any_a and any_b:
                 self.adds.append((self.stack[-1] if self.stack else "", self.anc.get(id(a), frozenset()),
                                   self.anc.get(id(b), frozenset())))  # fmt: skip
         elif name in _MUL:
             self.uf.union_pairs(aa, ba)
         else:  # division: the numerator keeps zeros, a tracked denominator does not
             self.uf.pin_all(ba, f"'{name}' divides by a channel")
-        self._assign(out, torch.where(ta, aa, ba).clone(), anc)
+        self._assign(out, torch.where(ta, aa, ba), anc)
 
     def _attention(self, args: tuple, kwargs: dict, out: Any, anc: frozenset[str]) -> None:
         names = ("query", "key", "value")
@@ -552,19 +562,19 @@ def analyze(model: nn.Module, example: Any) -> DepGraph:
     if isinstance(example, Tensor) and example.dim() > 0 and example.shape[0] > 1:
         example = example[:1]  # one sample carries every channel: the shadows stay small
     rec = _Recorder(model)
-    handles = []
-    for m in model.modules():
-        handles.append(m.register_forward_pre_hook(rec.pre_hook))
-        handles.append(m.register_forward_hook(rec.post_hook))
-    was = model.training
-    model.eval()
+    # two global hooks for the trace (not two per module): modules outside ``model`` are skipped
+    handles = [register_module_forward_pre_hook(rec.pre_hook), register_module_forward_hook(rec.post_hook)]
+    training = [m for m in model.modules() if m.training]  # their flags are restored after the trace
+    if training:
+        model.eval()
     try:
         with rec:
             out = _forward(model, example)
     finally:
         for h in handles:
             h.remove()
-        model.train(was)
+        for m in training:
+            m.training = True
     for t in _tensors(out):
         rec.uf.pin_all(rec.get(t), "model output")
     return _build(model, rec)
@@ -594,15 +604,15 @@ def _build(model: nn.Module, rec: _Recorder) -> DepGraph:
     producers_of: dict[int, list[str]] = {}
 
     def by_root(atoms: Tensor) -> list[tuple[int, Tensor]]:
-        """``(root, positions)`` for every root among ``atoms`` (one sort for all of them)."""
-        roots = uf.roots(atoms)
-        keep = torch.nonzero(roots >= 0).flatten()
-        if keep.numel() == 0:
-            return []
-        r = roots[keep]
-        idx = torch.argsort(r, stable=True)
-        uniq, counts = torch.unique_consecutive(r[idx], return_counts=True)
-        return list(zip(uniq.tolist(), torch.split(keep[idx], counts.tolist())))
+        """``(root, positions)`` for every root among the per-channel ``atoms`` (C,), roots ascending
+        (a few dozen channels: plain Python beats a handful of tiny tensor ops)."""
+        groups: dict[int, list[int]] = {}
+        for i, a in enumerate(atoms.reshape(-1).tolist()):
+            if a >= 0:
+                groups.setdefault(uf.find(a), []).append(i)
+        roots = sorted(groups)
+        pos = torch.tensor([i for r in roots for i in groups[r]], dtype=torch.long)  # one tensor, split in views
+        return list(zip(roots, pos.split([len(groups[r]) for r in roots])))
 
     for pi, (name, per) in enumerate(rec.prod.items()):
         param, d = rec.prod_member[name]

@@ -154,9 +154,8 @@ def remove_(model: nn.Module, example_input: Any, *, keep_masks: bool = False, g
     for m, ps in drop.items():
         mod = mods[m.module]
         t = getattr(mod, m.param)
-        gone = torch.zeros(t.shape[m.dim], dtype=torch.bool)
-        gone[torch.cat(ps)] = True
-        keep = torch.nonzero(~gone).flatten()
+        gone = set(torch.cat(ps).tolist())  # a few dozen channels: plain Python beats tensor indexing
+        keep = torch.tensor([i for i in range(t.shape[m.dim]) if i not in gone], dtype=torch.long)
         kept_idx.setdefault((m.module, m.param), []).append((m.dim, keep))
     for (mname, pname), cuts in kept_idx.items():
         mod = mods[mname]
