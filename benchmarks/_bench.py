@@ -72,6 +72,9 @@ def parser(name: str, doc: str | None) -> argparse.ArgumentParser:
         default=default_data_dir(),
         help="dataset folder (default: $CIMKIT_DATA, else ../shared/datasets, else cimkit's cache)",
     )
+    p.add_argument("--release-memory", action="store_true",
+                   help="glibc's default allocator behaviour instead of the cimkit commands' (which keep freed "
+                        "memory mapped: cimkit.utils.retain_freed_memory)")  # fmt: skip
     p.add_argument("--reuse", action="store_true",
                    help="reuse the models an earlier run of the same experiment trained (runs/bench/NAME); "
                         "training times are then that run's")  # fmt: skip
@@ -84,6 +87,15 @@ def setup_threads(n: int) -> None:
     import torch
 
     torch.set_num_threads(n)
+
+
+def setup_allocator(args: argparse.Namespace) -> None:
+    """The allocator the ``cimkit`` commands use (``--release-memory``: glibc's default), set before
+    any work; results record it (``machine.allocator``)."""
+    if not getattr(args, "release_memory", False):
+        from cimkit.utils import retain_freed_memory
+
+        retain_freed_memory()
 
 
 # ----------------------------------------------------------------------------- timing
@@ -287,6 +299,7 @@ def main(p: argparse.ArgumentParser, run: Any, argv: list[str] | None = None) ->
     INFO (cimkit's own loggers at WARNING), ``run(args)`` -> :class:`Report`, print it and write its JSON."""
     args = p.parse_args(argv)
     setup_threads(args.threads)
+    setup_allocator(args)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     logging.getLogger("cimkit").setLevel(logging.WARNING)
     report = run(args)

@@ -150,6 +150,7 @@ def main() -> None:
     ap = _bench.parser("cost_model", __doc__)
     args = ap.parse_args()
     _bench.setup_threads(args.threads)
+    _bench.setup_allocator(args)
     rep = _bench.Report("cost_model", args.quick)
     load = os.getloadavg()
     t0 = time.perf_counter()

@@ -189,6 +189,7 @@ def main(argv: list[str] | None = None, default_dataset: str = "mnist") -> int:
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     _bench.setup_threads(args.threads)
+    _bench.setup_allocator(args)
     rep = run(args)
     rep.print()
     rep.write(args.out)

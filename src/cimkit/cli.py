@@ -112,6 +112,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"cimkit {cimkit.__version__}")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     p.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
+    p.add_argument("--release-memory", action="store_true",
+                   help="let the C allocator return freed memory at once (lower resident memory; large-tensor "
+                        "work runs slower: see cimkit.utils.retain_freed_memory)")  # fmt: skip
     sub = p.add_subparsers(dest="command", required=True)
 
     r = sub.add_parser("run", help="run an experiment (default: the built-in digits demo)")
@@ -152,6 +155,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.argv = argv
     level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    if not args.release_memory:
+        from cimkit.utils import retain_freed_memory
+
+        retain_freed_memory()
     try:
         return int(args.func(args) or 0)
     except CimkitError as e:

@@ -39,6 +39,7 @@ from cimkit.analog.devices import DeviceConfig
 from cimkit.analog.mapping import ConvRoute, MappingConfig, RangeMode, WeightPair, WeightScaling, slice_coefficients
 from cimkit.analog.mvm import effective_weight, mvm
 from cimkit.analog.tiling import TileGeometry
+from cimkit.analog.workspace import scratch
 from cimkit.errors import ConfigError
 
 __all__ = ["AnalogConv1d", "AnalogConv2d", "AnalogLayer", "AnalogLinear", "analog_class", "analog_layers"]
@@ -387,7 +388,10 @@ class _LinearAnalog(AnalogLayer):
             z = torch.matmul(x_rep, a_l[0])  # (PB, S*N)
         else:
             xt = x_rep.reshape(pb, t, r).transpose(0, 1)  # (T, PB, R)
-            z = torch.bmm(xt, a_l)  # (T, PB, S*N)
+            # per-tile sums are a temporary (summed over tiles by the caller): scratch memory unless
+            # a calibration recorder may keep a view of them
+            buf = scratch("tiles", (t, pb, s * n), x_rep.dtype, x_rep.device) if self.recorder is None else None
+            z = torch.bmm(xt, a_l) if buf is None else torch.bmm(xt, a_l, out=buf)  # (T, PB, S*N)
         z5 = z.view(t, n_planes, bsz, s, n).permute(1, 2, 0, 3, 4)  # (P, B, T, S, N)
         return z, z5
 

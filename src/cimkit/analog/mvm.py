@@ -28,6 +28,7 @@ from torch import Tensor
 from cimkit.analog.cells import fold_tiles, offset_per_unit
 from cimkit.analog.mapping import RangeMode, WeightPair
 from cimkit.analog.periphery import adc_combine, bits_levels, gaussian_noise, range_quantize
+from cimkit.analog.workspace import scratch
 
 AnalogLayer = Any  # a cimkit.analog.layers.AnalogLayer (not imported: the layers import this module)
 
@@ -200,7 +201,9 @@ def _nograd_route(layer: AnalogLayer, chain: Chain, x: Tensor, a: Tensor, w_scal
     r, r_b = input_range(layer, x, False)
     if chain.dac_on:
         levels = chain.dac_levels
-        x_rep = x * (levels / r_b)
+        # the codes are a temporary of this call: reused scratch memory, not fresh pages per layer
+        buf = scratch("dac", x.shape, x.dtype, x.device)
+        x_rep = x * (levels / r_b) if buf is None else torch.mul(x, levels / r_b, out=buf)
         if not _per_sample(r):  # a per-sample abs-max range never clips
             x_rep.clamp_(-levels, levels)
         x_rep.round_()  # integer codes
