@@ -176,3 +176,21 @@ def test_shrink_equals_sparsify_then_remove(name: str) -> None:
     assert res.removed > 0 and not layer_masks(b)
     assert a.state_dict().keys() == b.state_dict().keys()
     assert all(torch.equal(v, b.state_dict()[k]) for k, v in a.state_dict().items())
+
+
+def test_trace_restores_every_module_mode_and_leaves_no_hooks() -> None:
+    # a training model with one submodule frozen in eval mode: the trace runs everything in eval
+    # mode and then restores each module's own flag; no global or module hook stays behind
+    from torch.nn.modules import module as torch_module
+
+    net = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Conv2d(4, 4, 3)).train()
+    net[1].eval()
+    before = [m.training for m in net.modules()]
+    seen: list[bool] = []
+    net[1].register_forward_pre_hook(lambda m, a: seen.append(m.training))
+    hooks_before = (len(torch_module._global_forward_pre_hooks), len(torch_module._global_forward_hooks))
+    g = analyze(net, torch.randn(2, 1, 8, 8))
+    assert seen == [False]
+    assert [m.training for m in net.modules()] == before
+    assert (len(torch_module._global_forward_pre_hooks), len(torch_module._global_forward_hooks)) == hooks_before
+    assert [d.name for d in g.prunable()] == ["0"]  # the last conv feeds the model output: pinned
