@@ -93,8 +93,8 @@ def dead_units(model: nn.Module, dim: Dimension, mods: dict[str, nn.Module] | No
     return out
 
 
-def _check_plain(model: nn.Module) -> None:
-    for name, mod in model.named_modules():
+def _check_plain(mods: dict[str, nn.Module]) -> None:
+    for name, mod in mods.items():
         if is_transformed(mod):
             raise ConfigError(f"remove: layer '{name}' is transformed ({type(mod).__name__}); remove pruned channels "
                               f"before quantizing or mapping onto crossbars (or cimkit.undo_ first)")  # fmt: skip
@@ -130,12 +130,12 @@ def remove_(model: nn.Module, example_input: Any, *, keep_masks: bool = False, g
     with; ``graph``: a dependency graph of this model made already (then no trace is needed).
     ``units``: remove exactly these ``(dimension, unit indices)`` of ``graph`` instead of the dead
     ones (pruning straight to a smaller model, :func:`shrink_`; this changes the outputs)."""
-    _check_plain(model)
+    mods = dict(model.named_modules())
+    _check_plain(mods)
     g = graph if graph is not None else analyze(model, example_input)
     res = RemovalResult()
     drop: dict[Member, list[Tensor]] = {}  # (module, tensor, dim) -> positions to remove
     heads: dict[str, tuple[str, int]] = {}
-    mods = dict(model.named_modules())
     todo = [(d, None) for d in g.prunable()] if units is None else [(d, list(u)) for d, u in units]
     for d, chosen in todo:
         dead = dead_units(model, d, mods) if chosen is None else sorted(set(chosen))
@@ -163,13 +163,14 @@ def remove_(model: nn.Module, example_input: Any, *, keep_masks: bool = False, g
         for d, keep in cuts:
             t = t.index_select(d, keep.to(t.device))
         _set_tensor(mod, pname, t.contiguous())
-        _fix_sizes(mod)
         key = f"{mname}.{pname}" if mname else pname
         if key in masks:
             mk = masks[key]
             for d, keep in cuts:
                 mk = mk.index_select(d, keep.to(mk.device))
             masks[key] = mk
+    for mname in dict.fromkeys(m for m, _ in kept_idx):  # each shrunken module once, in order
+        _fix_sizes(mods[mname])
     for owner, (attr, n) in heads.items():
         setattr(model.get_submodule(owner), attr, n)
         res.heads[owner] = n
