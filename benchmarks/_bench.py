@@ -89,6 +89,12 @@ def setup_threads(n: int) -> None:
     torch.set_num_threads(n)
 
 
+def setup(args: argparse.Namespace) -> None:
+    """Threads (``--threads``) and allocator (``--release-memory``) for a benchmark run."""
+    setup_threads(args.threads)
+    setup_allocator(args)
+
+
 def setup_allocator(args: argparse.Namespace) -> None:
     """The allocator the ``cimkit`` commands use (``--release-memory``: glibc's default), set before
     any work; results record it (``machine.allocator``)."""
@@ -298,8 +304,7 @@ def main(p: argparse.ArgumentParser, run: Any, argv: list[str] | None = None) ->
     """The benchmarks' common entry point: parse ``argv`` with ``p``, set the torch threads, log at
     INFO (cimkit's own loggers at WARNING), ``run(args)`` -> :class:`Report`, print it and write its JSON."""
     args = p.parse_args(argv)
-    setup_threads(args.threads)
-    setup_allocator(args)
+    setup(args)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     logging.getLogger("cimkit").setLevel(logging.WARNING)
     report = run(args)

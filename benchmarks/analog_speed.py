@@ -211,8 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=9, help="timing rounds (median)")
     p.add_argument("--models", default="lenet5,vgg_small,char_gpt", help="comma-separated (char_gpt: batch 64 x 128)")
     args = p.parse_args(argv)
-    _bench.setup_threads(args.threads)
-    _bench.setup_allocator(args)
+    _bench.setup(args)
     logging.basicConfig(level=logging.WARNING)
     rounds = 3 if args.quick else args.rounds
     report = Report("analog_speed", args.quick)

@@ -16,8 +16,7 @@ NAME = "baseline_mnist"
 
 def main(argv: list[str] | None = None) -> int:
     args = _bench.parser(NAME, __doc__).parse_args(argv)
-    _bench.setup_threads(args.threads)
-    _bench.setup_allocator(args)
+    _bench.setup(args)
     cfg = _bench.recipe(threads=args.threads, train={"epochs": 1} if args.quick else None)
     res = _bench.run_experiment(NAME, cfg, data_dir=_bench.data_dir(args.data_dir), quick=args.quick,
                                 reuse=args.reuse)  # fmt: skip

@@ -149,8 +149,7 @@ def adc_models(rep: _bench.Report) -> None:
 def main() -> None:
     ap = _bench.parser("cost_model", __doc__)
     args = ap.parse_args()
-    _bench.setup_threads(args.threads)
-    _bench.setup_allocator(args)
+    _bench.setup(args)
     rep = _bench.Report("cost_model", args.quick)
     load = os.getloadavg()
     t0 = time.perf_counter()

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _bench import Report, parser, setup_allocator, setup_threads
+from _bench import Report, parser, setup
 
 BANDWIDTHS = {"1Gbps": 1e9 / 8, "10Gbps": 10e9 / 8}  # bytes per second
 OPTIONS = {"topk": {"topk_ratio": 0.01}, "qsgd": {"qsgd_levels": 7, "qsgd_bucket_size": 512}}
@@ -61,8 +61,7 @@ def main() -> None:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--methods", nargs="+", default=["none", "terngrad", "qsgd", "topk", "fp16", "powersgd"])
     args = p.parse_args()
-    setup_threads(args.threads)
-    setup_allocator(args)
+    setup(args)
     from cimkit.dist import CompressionConfig, spawn
 
     epochs = 1 if args.quick else args.epochs

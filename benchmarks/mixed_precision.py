@@ -415,8 +415,7 @@ def main() -> None:
         rows = json.loads(args.replot.read_text())["rows"]
         _plot(_panels(rows), args.plot or _bench.ROOT / "docs" / "img" / "mixed_precision.png")
         return
-    _bench.setup_threads(args.threads)
-    _bench.setup_allocator(args)
+    _bench.setup(args)
     p = QUICK if args.quick else FULL
     name = "mixed_precision" if args.lr_rule == "uniform" else "mixed_precision_own_lr"
     rep = _bench.Report(name, args.quick)

@@ -62,7 +62,7 @@ from cimkit.tasks import get_task
 from cimkit.train import FinetuneConfig, TrainConfig, fit
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _bench import Report, parser, setup_allocator, setup_threads
+from _bench import Report, parser, setup
 
 NAME = "sparsity"
 REMOVAL_ROUNDS = 9  # timed removals per tool and seed (interleaved; the median is reported)
@@ -329,8 +329,7 @@ def part_crossbar(rep: Report, sc: dict, data_dir: Path, work: Path, ctxs: dict)
 def main(argv: list[str] | None = None) -> int:
     p = parser(NAME, __doc__)
     args = p.parse_args(argv)
-    setup_threads(args.threads)
-    setup_allocator(args)
+    setup(args)
     logging.basicConfig(level=logging.WARNING)
     sc = _scale(args.quick)
     rep = Report(NAME, args.quick)

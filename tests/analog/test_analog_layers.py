@@ -311,7 +311,7 @@ def test_fast_noise_statistics() -> None:
     assert abs(float(torch.corrcoef(torch.stack([a, b]))[0, 1])) < 0.01
 
 
-@pytest.mark.parametrize("f_grad", [True, False])  # codes kept for f's gradient / y written over the codes
+@pytest.mark.parametrize("f_grad", [True, False])  # with and without a gradient for the digital factor f
 @pytest.mark.parametrize("scale", [6.0, 0.5])  # with and without codes at full scale
 def test_fused_adc_combine_gradients_match_reference(scale: float, f_grad: bool) -> None:
     from cimkit.analog.periphery import adc_combine

@@ -187,7 +187,7 @@ def test_trace_restores_every_module_mode_and_leaves_no_hooks() -> None:
     net[1].eval()
     before = [m.training for m in net.modules()]
     seen: list[bool] = []
-    net[1].register_forward_pre_hook(lambda m, a: seen.append(m.training))
+    net[0].register_forward_pre_hook(lambda m, a: seen.append(m.training))  # a training module
     hooks_before = (len(torch_module._global_forward_pre_hooks), len(torch_module._global_forward_hooks))
     g = analyze(net, torch.randn(2, 1, 8, 8))
     assert seen == [False]

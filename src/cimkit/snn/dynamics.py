@@ -127,8 +127,9 @@ class _LIF(torch.autograd.Function):
             a = gs if g_mem is None else gs.add_(g_mem)
         # a (T, B, *F) starts as the direct gradient g_t and becomes the total adjoint in place:
         # a_t += k_{t+1} a_{t+1}, one fused op per step on memory already touched
-        _adjoint_(a, b * (1.0 - r) if reset == ZERO else b, reset == ZERO)
-        acc = a[0] * (b * (1.0 - r[0]) if reset == ZERO else b)  # adjoint reaching U_{-1}
+        k = b * (1.0 - r) if reset == ZERO else b  # ∂U_t/∂U_{t-1}: (T, B, *F) or broadcastable
+        _adjoint_(a, k, reset == ZERO)
+        acc = a[0] * (k[0] if reset == ZERO else k)  # adjoint reaching U_{-1}
         grad_x = a if ctx.needs_input_grad[0] else None
         grad_beta = grad_theta = None
         if ctx.needs_input_grad[1]:
