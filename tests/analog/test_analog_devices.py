@@ -236,12 +236,13 @@ def test_drift_model_none_is_static_and_negative_time_rejected() -> None:
         devices_at(state, dev, -1.0)
 
 
+@pytest.mark.parametrize("level", [0.0, 0.02, 0.4, 1.0])  # target conductance / g_max
 @pytest.mark.parametrize("preset", ["pcm", "rram"])
-def test_fused_hwa_read_matches_program_drift_read(preset: str) -> None:
+def test_fused_hwa_read_matches_program_drift_read(preset: str, level: float) -> None:
     from cimkit.analog.devices import sample_read
 
     dev = DEVICES.get(preset)
-    g = torch.full((N,), 0.4 * dev.g_max)
+    g = torch.full((N,), level * dev.g_max)
     t = 86400.0
     fused = sample_read(g, dev, t, _gen(12), fast=False)
     state = program_devices(g, dev, _gen(13))

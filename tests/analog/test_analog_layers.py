@@ -323,7 +323,10 @@ def test_fused_adc_combine_gradients_match_reference(scale: float, f_grad: bool)
     b0 = torch.randn(3)
     zl, f, bias = (t.clone().requires_grad_() for t in (z0, f0, b0))
     f.requires_grad_(f_grad)
-    y = adc_combine(zl * 1.0, noise, 0.3, 7, f, bias)  # a fresh tensor, as a conv output would be
+    z_in = zl * 1.0  # a fresh tensor, as a conv output would be
+    y = adc_combine(z_in, noise, 0.3, 7, f, bias)
+    # no code at full scale and no gradient for f: the output is written over the partial sums
+    assert (y.data_ptr() == z_in.data_ptr()) == (scale < 1.0 and not f_grad)
     # reference with plain autograd: STE through round, gradient zero where the code is at full scale
     zr, fr, br = (t.clone().requires_grad_() for t in (z0, f0, b0))
     t = zr + 0.3 * noise

@@ -495,35 +495,54 @@ def sample_read(
         state = program_devices(g_target, dev, generator)
         g_mean, sigma = devices_at(state, dev, t)
         return torch.addcmul(g_mean, sigma, noise(g_mean.shape)).clamp_(min=0.0)
+    # One table window for the (up to) three normals, the conductance constants folded into the
+    # polynomial and affine coefficients: few passes over the devices, few ops for small layers.
     ws = workspace
     shape = g_target.shape
-    g_rel = torch.mul(g_target, 1.0 / dev.g_max, out=_buf(ws, "g_rel", g_target))
-    sig_p = _buf(ws, "sig_p", g_target).fill_(dev.prog_coeffs[-1])
-    for c in reversed(dev.prog_coeffs[:-1]):  # Horner, in place
-        sig_p.mul_(g_rel).add_(c)
-    sig_p.mul_(dev.g_max / dev.prog_coeffs_g_ref * dev.prog_noise_scale).clamp_(min=0.0)
-    g = torch.addcmul(g_target, sig_p, noise(shape), out=_buf(ws, "g", g_target)).clamp_(min=0.0)  # programmed
-    q_s = None
-    if dev.read_q_coeff * dev.read_noise_scale > 0.0:  # Q_s from the programmed conductance
-        # (g/g_max)^exp via exp(log); the 1e-12 floor keeps log/exp off their slow 0/-inf paths and
-        # changes nothing, since the power is floored at 1e-3 anyway
-        q_s = torch.mul(g, 1.0 / dev.g_max, out=sig_p).clamp_(min=1e-12)  # reuses sig_p's buffer
-        q_s.log_().mul_(dev.read_q_exp).exp_().clamp_(min=1e-3).reciprocal_()
-        q_s.mul_(dev.read_q_coeff).clamp_(max=dev.read_q_max)
+    n_draws = 1 + (dev.drift_model == DriftModel.POWER_LAW) + dev.has_read_noise
+    z = noise((n_draws, *shape))
+    g_max = dev.g_max
+    # programming noise: sigma_p = max(0, poly(g / g_max) * g_max / g_ref * scale), Horner in g (µS)
+    k = g_max / dev.prog_coeffs_g_ref * dev.prog_noise_scale
+    cs = [c * k / g_max**i for i, c in enumerate(dev.prog_coeffs)]
+    sig_p = _buf(ws, "sig_p", g_target)
+    if len(cs) == 1:
+        sig_p.fill_(cs[0])
+    else:
+        torch.mul(g_target, cs[-1], out=sig_p).add_(cs[-2])
+        for c in reversed(cs[:-2]):
+            sig_p.mul_(g_target).add_(c)
+    sig_p.clamp_(min=0.0)
+    g = torch.addcmul(g_target, sig_p, z[0], out=_buf(ws, "g", g_target)).clamp_(min=0.0)  # programmed
+    inv_q, q_scale = None, 1.0
+    if dev.read_q_coeff * dev.read_noise_scale > 0.0:
+        # Q_s = min(q_max, coeff / max((g/g_max)^e, 1e-3)) = coeff g_max^e min(cap, g^-e), with
+        # g^-e = exp(-e log g); the 1e-12 g_max floor keeps log off its slow 0/-inf path and changes
+        # nothing, since the power is floored at 1e-3 anyway
+        e = dev.read_q_exp
+        cap = min(dev.read_q_max / dev.read_q_coeff, 1e3) / g_max**e
+        inv_q = torch.clamp(g, min=1e-12 * g_max, out=sig_p)  # reuses sig_p's buffer
+        inv_q.log_().mul_(-e).exp_().clamp_(max=cap)  # Q_s / (coeff g_max^e)
+        q_scale = dev.read_q_coeff * g_max**e
     if dev.drift_model == DriftModel.POWER_LAW:
-        log_g = g_rel.clamp_(min=_G_REL_MIN).log_()
+        # nu ~ N(mu, sig), both affine in log(g_t / g_max) and clipped; g *= ((t + t0) / t0)^(-|nu|)
+        log_g = torch.clamp(g_target, min=_G_REL_MIN * g_max, out=_buf(ws, "g_rel", g_target)).log_()
+        log_gm = math.log(g_max)
         mu = torch.mul(log_g, dev.nu_mu_slope, out=_buf(ws, "mu", g_target))
-        mu.add_(dev.nu_mu_offset).clamp_(dev.nu_mu_min, dev.nu_mu_max)
-        sig = log_g.mul_(dev.nu_std_slope).add_(dev.nu_std_offset).clamp_(dev.nu_std_min, dev.nu_std_max)
-        nu = mu.addcmul_(sig, noise(shape)).abs_()
+        mu.add_(dev.nu_mu_offset - dev.nu_mu_slope * log_gm).clamp_(dev.nu_mu_min, dev.nu_mu_max)
+        sig = log_g.mul_(dev.nu_std_slope).add_(dev.nu_std_offset - dev.nu_std_slope * log_gm)
+        sig.clamp_(dev.nu_std_min, dev.nu_std_max)
+        nu = mu.addcmul_(sig, z[1]).abs_()
         g.mul_(nu.mul_(-dev.drift_scale * math.log((t + dev.t0) / dev.t0)).exp_())  # drifted
     if dev.has_read_noise:
-        if q_s is not None:
+        if inv_q is not None:
             acc = math.sqrt(math.log((t + dev.t0 + dev.t_read) / (2.0 * dev.t_read))) * dev.read_noise_scale
-            sigma = q_s.mul_(g).mul_(acc)
+            sigma = inv_q.mul_(g)  # Q_s g / (coeff g_max^e)
+            value = q_scale * acc
             if dev.read_noise_std > 0.0:
-                sigma = sigma.square_().add_(dev.read_noise_std**2).sqrt_()
+                sigma = sigma.mul_(value).square_().add_(dev.read_noise_std**2).sqrt_()
+                value = 1.0
         else:
-            sigma = _buf(ws, "sig_p", g_target).fill_(dev.read_noise_std)
-        g.addcmul_(sigma, noise(shape)).clamp_(min=0.0)
+            sigma, value = _buf(ws, "sig_p", g_target).fill_(dev.read_noise_std), 1.0
+        g.addcmul_(sigma, z[-1], value=value).clamp_(min=0.0)
     return g

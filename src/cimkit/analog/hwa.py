@@ -37,7 +37,7 @@ from cimkit.analog.chip import ir_factors
 from cimkit.analog.config import ClipKind, HWAConfig, NoiseKind
 from cimkit.analog.devices import sample_read
 from cimkit.analog.layers import AnalogLayer, analog_layers
-from cimkit.analog.mapping import WeightPair
+from cimkit.analog.mapping import Compensation, WeightPair
 from cimkit.errors import ConfigError
 from cimkit.train import fit
 from cimkit.utils import derive_seed
@@ -118,10 +118,18 @@ class DeviceNoise:
             torch.clamp(u, max=0.0, out=g_t[0, 1]).neg_()
         else:
             g_t = layer.codes(u)
-        g_t.mul_(dev.g_range).add_(dev.g_min)  # target conductances (S, D, T, R, N)
+        g_t.mul_(dev.g_range)  # target conductances (S, D, T, R, N)
+        if dev.g_min != 0.0:
+            g_t.add_(dev.g_min)
         g = sample_read(g_t, dev, cfg.sample_time(gen), gen, fast=m.fast_noise, workspace=ws)
         if dev.r_wire > 0:
             g = g * ir_factors(g, layer.geometry, dev)
+        if m.compensation == Compensation.GLOBAL and m.pair == WeightPair.DIFFERENTIAL and g.shape[0] == 1:
+            # one slice, global compensation: A = (G+ - G-) / g_range times sum|A_clean| / sum|A|,
+            # in which 1 / g_range cancels (all-zero weights read as zero whatever the factor)
+            d = torch.sub(g[:, 0], g[:, 1])  # (1, T, R, N)
+            ref = torch.linalg.vector_norm(a_clean, 1)
+            return d.mul_(ref / torch.linalg.vector_norm(d, 1).clamp_(min=1e-12))
         a = a_from_g(g, m.pair, dev)
         alpha = compensation_factor(readout(a_clean, layer.slice_coef), readout(a, layer.slice_coef),
                                     m.compensation, layer.geometry.n_out)  # fmt: skip

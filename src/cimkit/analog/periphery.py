@@ -97,19 +97,32 @@ class _AdcCombine(torch.autograd.Function):
 
     ``codes`` are the partial sums already converted in place (see :func:`adc_combine`); the
     gradient passes where the code is not at full scale (the top half-LSB counts as clipped).
+    With ``in_place`` (no code at full scale, no gradient for ``f``: the backward needs neither
+    the codes nor a mask) ``y`` is written over ``codes``, which saves a full-size output.
     """
 
     @staticmethod
-    def forward(ctx, codes, levels, f, bias, saturated):  # type: ignore[override]
-        y = torch.addcmul(bias, codes, f) if bias is not None else codes * f
-        ctx.save_for_backward(codes, f)
-        ctx.levels, ctx.saturated = levels, saturated
+    def forward(ctx, codes, levels, f, bias, saturated, in_place):  # type: ignore[override]
+        if in_place:
+            y = codes.mul_(f)
+            if bias is not None:
+                y.add_(bias)
+            ctx.mark_dirty(codes)
+            ctx.save_for_backward(f)
+        else:
+            y = torch.addcmul(bias, codes, f) if bias is not None else codes * f
+            ctx.save_for_backward(codes, f)
+        ctx.levels, ctx.saturated, ctx.in_place = levels, saturated, in_place
         ctx.bias_shape = bias.shape if bias is not None else None
         return y
 
     @staticmethod
     def backward(ctx, gy):  # type: ignore[override]
-        codes, f = ctx.saved_tensors
+        if ctx.in_place:
+            (f,) = ctx.saved_tensors
+            codes = None
+        else:
+            codes, f = ctx.saved_tensors
         gz = gf = gb = None
         if ctx.needs_input_grad[0]:
             if ctx.saturated:
@@ -120,7 +133,7 @@ class _AdcCombine(torch.autograd.Function):
             gf = _sum_to(gy * codes, f.shape)
         if ctx.bias_shape is not None and ctx.needs_input_grad[3]:
             gb = _sum_to(gy, ctx.bias_shape)
-        return gz, None, gf, gb, None
+        return gz, None, gf, gb, None, None
 
 
 def _sum_to(x: Tensor, shape: torch.Size | tuple[int, ...]) -> Tensor:
@@ -142,7 +155,8 @@ def adc_combine(z: Tensor, noise: Tensor | None, sigma: float, levels: int, f: T
     zd.clamp_(-levels, levels).round_()
     saturated = bool(torch.maximum(zd.amax(), zd.amin().neg()) >= levels)  # two passes, no allocation
     bias_v = bias.view(1, -1, *([1] * (z.dim() - 2))) if bias is not None else None
-    return _AdcCombine.apply(z, levels, f, bias_v, saturated)
+    in_place = not saturated and not f.requires_grad and z._base is None
+    return _AdcCombine.apply(z, levels, f, bias_v, saturated, in_place)
 
 
 def _table(device: torch.device, dtype: torch.dtype) -> Tensor:
