@@ -90,14 +90,9 @@ def setup_threads(n: int) -> None:
 
 
 def setup(args: argparse.Namespace) -> None:
-    """Threads (``--threads``) and allocator (``--release-memory``) for a benchmark run."""
+    """Threads (``--threads``) and, before any work, the allocator the ``cimkit`` commands use
+    (``--release-memory``: glibc's default); results record it (``machine.allocator``)."""
     setup_threads(args.threads)
-    setup_allocator(args)
-
-
-def setup_allocator(args: argparse.Namespace) -> None:
-    """The allocator the ``cimkit`` commands use (``--release-memory``: glibc's default), set before
-    any work; results record it (``machine.allocator``)."""
     if not getattr(args, "release_memory", False):
         from cimkit.utils import retain_freed_memory
 

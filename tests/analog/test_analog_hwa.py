@@ -109,3 +109,23 @@ def test_learned_ranges_train_and_kd_from_teacher(trained: tuple[nn.Module, tupl
     analog.program(m, 0)
     analog.drift(m, 3600.0)
     assert evaluate(m, TensorLoader(xt, yt, 1000))["accuracy"] > 0.9
+
+
+@pytest.mark.parametrize("compensation", ["global", "column"])  # global: the one-slice shortcut
+def test_device_noise_read_is_compensated(compensation: str) -> None:
+    # the noisy read keeps the clean weights' L1 norm: in all (global) or per column (column)
+    torch.manual_seed(3)
+    net = nn.Sequential(nn.Linear(300, 40))  # two 256-row tiles
+    m = analog.convert(net, mapping_preset("standard", compensation=compensation), "pcm").train()
+    analog.set_hwa(m, HWAConfig(seed=1))
+    layer = m[0]
+    with torch.no_grad():
+        clean = layer.geometry.to_tiles(layer.weight)
+        u = clean / layer.weight_scale(clean).unsqueeze(1)  # (T, R, N) in [-1, 1]
+        a_clean = u.unsqueeze(0)  # (1, T, R, N)
+        a = layer.weight_noise(layer, a_clean, None, u)
+    assert a.shape == a_clean.shape and not torch.allclose(a, a_clean, atol=1e-3)  # noise was read
+    dims = (0, 1, 2) if compensation == "column" else (0, 1, 2, 3)
+    ref, cur = a_clean.abs().sum(dims), a.abs().sum(dims)
+    assert torch.allclose(cur, ref, rtol=1e-4)
+    assert float(torch.corrcoef(torch.stack([a.flatten(), a_clean.flatten()]))[0, 1]) > 0.9

@@ -208,7 +208,6 @@ class _Atoms:
                 self.pin.setdefault(self.find(a), reason)
 
 
-
 # ----------------------------------------------------------------------------- the recorder
 
 
