@@ -25,6 +25,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from cimkit.analog import native
 from cimkit.analog.cells import fold_tiles, offset_per_unit
 from cimkit.analog.mapping import RangeMode, WeightPair
 from cimkit.analog.periphery import adc_combine, bits_levels, gaussian_noise, range_quantize
@@ -198,8 +199,14 @@ def _nograd_route(layer: AnalogLayer, chain: Chain, x: Tensor, a: Tensor, w_scal
     g = layer.geometry
     bsz = x.shape[0]
     # DAC: analog input x_rep * u in [-1, 1]; digital value x ~= x_rep * u * x_full
-    r, r_b = input_range(layer, x, False)
-    if chain.dac_on:
+    fused_dac = chain.dac_on and chain.dac_mode == RangeMode.DYNAMIC and native.usable(x)
+    buf = scratch("dac", x.shape, x.dtype, x.device) if fused_dac else None
+    if buf is not None:  # one pass: per-sample abs-max range and codes (bit-identical to the ops below)
+        levels = chain.dac_levels
+        r = native.dac_rows(x.view(bsz, -1), buf.view(bsz, -1), levels)  # (B,)
+        x_rep, u = buf, 1.0 / levels
+    elif chain.dac_on:
+        r, r_b = input_range(layer, x, False)
         levels = chain.dac_levels
         # the codes are a temporary of this call: reused scratch memory, not fresh pages per layer
         buf = scratch("dac", x.shape, x.dtype, x.device)
@@ -209,6 +216,7 @@ def _nograd_route(layer: AnalogLayer, chain: Chain, x: Tensor, a: Tensor, w_scal
         x_rep.round_()  # integer codes
         u: Any = 1.0 / levels
     else:
+        r, r_b = input_range(layer, x, False)
         x_rep, u = x, 1.0 / r
     x_dig, u_dig, x_full = x_rep, u, r
     n_planes, plane_coef = 1, None
@@ -226,15 +234,22 @@ def _nograd_route(layer: AnalogLayer, chain: Chain, x: Tensor, a: Tensor, w_scal
         z5.mul_(_ps(u, z5.dim(), lead=1))
     if layer.recorder is not None and layer.recorder.phase == "adc":
         layer.recorder.record(z5)
+    noise = None
     if chain.out_noise > 0:
         noise = gaussian_noise(z.shape, layer._noise_generator(), device=z.device, dtype=z.dtype, fast=m.fast_noise)
+    n_sp = z5.dim() - 5
+    bias_t = layer.bias.detach() if layer.bias is not None else None
+    if (n_sp == 0 and _per_sample(x_full) and n_planes == 1 and layer.n_slices == 1 and not chain.offset
+            and not u_ps and native.usable(z, noise, x_full, bias_t)):  # fmt: skip
+        layer._count_conversions(z5, n_planes)
+        return _fused_adc(layer, chain, z, noise, adc_mult, w_scale, alpha, x_full, bias_t, bsz)
+    if noise is not None:
         z.add_(noise, alpha=chain.out_noise * adc_mult)
     if chain.adc_on:
         z.clamp_(-levels_adc, levels_adc).round_()
     layer._count_conversions(z5, n_planes)
     # digital: shift-and-add (planes, slices), tiles, w_scale, compensation, full scale, bias
     coef = digital_coef(layer, w_scale, alpha, plane_coef) * (1.0 / adc_mult)  # (P, T, S, N)
-    n_sp = z5.dim() - 5
     single = n_planes * g.n_tiles * layer.n_slices == 1
     bias = layer.bias
     if n_sp == 0 and _per_sample(x_full):
@@ -266,6 +281,23 @@ def _nograd_route(layer: AnalogLayer, chain: Chain, x: Tensor, a: Tensor, w_scal
     if bias is not None:
         y.add_(bias.view(1, -1, *([1] * n_sp)))
     return y
+
+
+def _fused_adc(layer: AnalogLayer, chain: Chain, z: Tensor, noise: Tensor | None, adc_mult: float,
+               w_scale: Tensor, alpha: Tensor | None, x_full: Tensor, bias: Tensor | None,
+               bsz: int) -> Tensor:  # fmt: skip
+    """The ADC and digital epilogue of a linear layer with a per-sample DAC range in one pass
+    (:func:`cimkit.analog.native.adc_rows`): the same float32 operations as the tensor ops of
+    :func:`_nograd_route`, so the same bits for up to 4 row tiles. With more tiles PyTorch's own
+    sum over tiles changes order with the CPU's vector width; the kernel always sums in tile order."""
+    g = layer.geometry
+    t = g.n_tiles
+    k = (digital_coef(layer, w_scale, alpha, None) * (1.0 / adc_mult)).reshape(t, g.n_out)  # (T, N)
+    zt = z.view(t, bsz, g.n_out)  # (T, B, N): the matmul's own output
+    out = zt[0] if t == 1 else torch.empty(bsz, g.n_out, dtype=z.dtype)
+    levels = chain.adc_levels if chain.adc_on else None
+    sigma = chain.out_noise * adc_mult
+    return native.adc_rows(zt, noise, sigma, levels, k.contiguous(), x_full.view(-1), bias, out)  # (B, N)
 
 
 def _grad_route(layer: AnalogLayer, chain: Chain, x: Tensor, a: Tensor, w_scale: Tensor,

@@ -1,0 +1,192 @@
+"""Fused CPU kernels for no-grad analog inference (optional; same bits as the PyTorch route).
+
+On the CPU the analog forward of a linear layer spends as long in memory-bound elementwise passes
+around the matmul (DAC range and codes, output noise, ADC clamp and round, column and row scales,
+bias) as in the matmul itself. ``periphery_kernels.c`` does the DAC in one pass and the ADC with
+its whole digital epilogue in another, with the same float32 operations in the same order as the
+PyTorch route, so the results are bit-identical (``tests/analog/test_native.py``).
+
+The C file is compiled on first use with the system C compiler (``$CC``, else ``cc``) into
+``$CIMKIT_NATIVE_DIR`` (default ``$XDG_CACHE_HOME/cimkit/native``, i.e. ``~/.cache/cimkit/native``),
+named by a hash of its source and flags, and loaded with :mod:`ctypes` (no PyTorch headers, well
+under a second to build). Without a compiler, on other platforms, or with ``CIMKIT_NATIVE=0``, the
+PyTorch route runs instead: same results, slower. :func:`status` says which.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import logging
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+__all__ = ["adc_rows", "available", "dac_rows", "enable", "read_pairs", "status", "usable"]
+
+log = logging.getLogger(__name__)
+
+_SOURCE = Path(__file__).with_name("periphery_kernels.c")
+_FLAGS = ["-O3", "-shared", "-fPIC", "-ffp-contract=off", "-fno-math-errno", "-fno-trapping-math", "-fno-strict-aliasing",
+          "-pthread"]
+_ABI = 2
+_lock = threading.Lock()
+_state: dict[str, object] = {}  # "lib": CDLL | None, "why": str
+_enabled = [True]
+
+
+def _cache_dir() -> Path:
+    env = os.environ.get("CIMKIT_NATIVE_DIR")
+    if env:
+        return Path(env)
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "cimkit" / "native"
+
+
+def _build(cc: str, src: bytes) -> Path:
+    """Compile the kernels (once per source, flags and compiler) and return the library's path."""
+    key = hashlib.sha256(src + " ".join([cc, *_FLAGS]).encode()).hexdigest()[:16]
+    out_dir = _cache_dir()
+    lib = out_dir / f"periphery-{key}.so"
+    if lib.is_file():
+        return lib
+    out_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with tempfile.TemporaryDirectory(dir=out_dir) as tmp:
+        c_file = Path(tmp) / "periphery_kernels.c"
+        c_file.write_bytes(src)
+        so = Path(tmp) / "lib.so"
+        proc = subprocess.run([cc, *_FLAGS, "-o", str(so), str(c_file)], capture_output=True, text=True,
+                              timeout=120)  # fmt: skip
+        if proc.returncode != 0:
+            raise OSError(f"{cc} failed: {proc.stderr.strip()[-500:]}")
+        os.replace(so, lib)  # atomic: a concurrent build writes the same bytes
+    return lib
+
+
+def _load() -> ctypes.CDLL | None:
+    with _lock:
+        if "lib" in _state:
+            return _state["lib"]  # type: ignore[return-value]
+        lib, why = None, ""
+        if os.environ.get("CIMKIT_NATIVE", "1").strip().lower() in ("0", "false", "no", "off"):
+            why = "disabled by CIMKIT_NATIVE=0"
+        elif sys.platform != "linux" or platform.machine().lower() not in ("x86_64", "amd64"):
+            why = f"built only on x86-64 Linux (this is {sys.platform}/{platform.machine()})"
+        else:
+            cc = os.environ.get("CC") or "cc"
+            if shutil.which(cc) is None:
+                why = f"no C compiler ({cc!r} not found)"
+            else:
+                try:
+                    lib = ctypes.CDLL(str(_build(cc, _SOURCE.read_bytes())))
+                    if lib.cimkit_abi() != _ABI:
+                        lib, why = None, "stale kernel library (ABI mismatch)"
+                    else:
+                        _declare(lib)
+                        why = "avx2+fma" if lib.cimkit_force_isa(-1) else "baseline x86-64"
+                except (OSError, subprocess.SubprocessError) as e:
+                    lib, why = None, f"build failed ({e})"
+        if lib is None:
+            log.debug("cimkit native kernels off: %s; the PyTorch route runs (same results)", why)
+        _state["lib"], _state["why"] = lib, why
+        return lib
+
+
+def _declare(lib: ctypes.CDLL) -> None:
+    p, i64, f32, i32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_float, ctypes.c_int
+    lib.cimkit_abi.restype = i32
+    lib.cimkit_force_isa.argtypes, lib.cimkit_force_isa.restype = [i32], i32
+    lib.cimkit_dac_rows.argtypes = [p, p, p, i64, i64, f32, i32]
+    lib.cimkit_dac_rows.restype = None
+    lib.cimkit_adc_rows.argtypes = [p, p, p, i64, i64, i64, f32, f32, i32, p, p, p, i32]
+    lib.cimkit_adc_rows.restype = None
+    lib.cimkit_read_pairs.argtypes = [p, p, p, p, i64, i64, i64, f32]
+    lib.cimkit_read_pairs.restype = None
+
+
+def available() -> bool:
+    """Whether the fused kernels are built and loaded (builds them on the first call)."""
+    return _load() is not None
+
+
+def status() -> str:
+    """One line: which kernels run (``native (avx2+fma)``, or why the PyTorch route runs)."""
+    lib = _load()
+    if lib is not None and not _enabled[0]:
+        return f"pytorch (switched off by cimkit.analog.native.enable(False); kernels {_state['why']})"
+    return f"native ({_state['why']})" if lib is not None else f"pytorch ({_state['why']})"
+
+
+def enable(on: bool = True) -> bool:
+    """Use the kernels where they apply (``True``, the default) or always the PyTorch route
+    (``False``; e.g. to compare the two); returns the previous setting."""
+    prev, _enabled[0] = _enabled[0], bool(on)
+    return prev
+
+
+def usable(*tensors: Tensor | None) -> bool:
+    """The kernels apply: enabled, library loaded, every tensor a contiguous float32 CPU tensor."""
+    if not _enabled[0] or _load() is None:
+        return False
+    return all(
+        t is None or (t.device.type == "cpu" and t.dtype == torch.float32 and t.is_contiguous()) for t in tensors
+    )
+
+
+def _ptr(t: Tensor | None) -> int | None:
+    return None if t is None else t.data_ptr()
+
+
+def dac_rows(x: Tensor, q: Tensor, levels: int) -> Tensor:
+    """Per-row abs-max DAC of ``x`` (R, C): integer codes into ``q`` (R, C); returns the ranges (R,).
+
+    The same as ``r = max(x.amax(1), -x.amin(1)).clamp(min=1e-12)``, ``q = round(x * (levels / r))``."""
+    lib = _load()
+    assert lib is not None and x.shape == q.shape and x.dim() == 2
+    r = torch.empty(x.shape[0], dtype=x.dtype)  # (R,)
+    lib.cimkit_dac_rows(_ptr(x), _ptr(q), _ptr(r), x.shape[0], x.shape[1], float(levels), torch.get_num_threads())
+    return r
+
+
+def adc_rows(z: Tensor, noise: Tensor | None, sigma: float, levels: int | None, k: Tensor, s: Tensor,
+             bias: Tensor | None, out: Tensor) -> Tensor:  # fmt: skip
+    """ADC and digital epilogue of ``T`` row tiles: ``z`` (T, R, N) partial sums in ADC units,
+    ``noise`` like ``z`` (or None), ``k`` (T, N) column coefficients, ``s`` (R,) row scales,
+    ``bias`` (N,) or None; writes ``out`` (R, N), which may be ``z`` itself when ``T == 1``.
+
+    The same as ``bias + (round(clamp(z + sigma * noise, -levels, levels)) * k).sum(0) * s[:, None]``
+    (no clamp or round when ``levels`` is None), summed over tiles in order."""
+    lib = _load()
+    t, r, n = z.shape
+    assert lib is not None and out.shape == (r, n) and k.shape == (t, n) and s.shape == (r,)
+    assert t == 1 or out.data_ptr() != z.data_ptr()
+    lib.cimkit_adc_rows(_ptr(z), _ptr(noise), _ptr(out), t, r, n, float(sigma), float(levels or 0),
+                        int(levels is not None), _ptr(k), _ptr(s), _ptr(bias), torch.get_num_threads())  # fmt: skip
+    return out
+
+
+def read_pairs(g_mean: Tensor, g_sigma: Tensor, noise: Tensor, inv: float) -> Tensor:
+    """One noisy read of conductances ``(S, D, ...)`` (µS, ``D`` = 2 devices of a differential pair or
+    1) to ``A`` ``(S, ...)``: the same as ``g = addcmul(g_mean, g_sigma, noise).clamp_(min=0)``, then
+    ``(g[:, 0] - g[:, 1]) * inv`` (or ``g[:, 0] * inv``)."""
+    lib = _load()
+    s, d = g_mean.shape[:2]
+    assert lib is not None and d in (1, 2) and g_sigma.shape == g_mean.shape == noise.shape
+    a = torch.empty(s, *g_mean.shape[2:], dtype=g_mean.dtype)
+    lib.cimkit_read_pairs(_ptr(g_mean), _ptr(g_sigma), _ptr(noise), _ptr(a), s, d, a[0].numel(), float(inv))
+    return a
+
+
+def force_isa(avx2: bool | None) -> bool:
+    """Tests: run the AVX2+FMA build (True) or the baseline build (False); returns which runs now."""
+    lib = _load()
+    assert lib is not None
+    return bool(lib.cimkit_force_isa(-1 if avx2 is None else int(avx2)))

@@ -1,0 +1,237 @@
+/* Fused CPU kernels of the no-grad analog forward (cimkit.analog.native builds and loads them).
+
+   Each kernel does in one pass over memory what the PyTorch route does in several elementwise
+   passes, with the same float32 operations in the same order, so both routes give bit-identical
+   results (tests/analog/test_native.py):
+
+   dac_rows      per-row abs-max DAC range and codes:
+                   r_i = max(max_j |x_ij|, 1e-12)   (NaN when the row holds a NaN)
+                   q_ij = rint(x_ij * ((1 / r_i) * L))
+   adc_rows      ADC and digital epilogue of T row tiles (T = 1: in place on z):
+                   c_tij = rint(clamp(fma(noise_tij, sigma, z_tij), -La, La))   (no noise: z_tij)
+                   y_ij  = fmaf(sum_t c_tij * k_tj, s_i, b_j)                    (no bias: (...) * s_i)
+
+   read_pairs    one read of programmed conductances with read noise, to normalised weights A:
+                   g_sdj = max(fma(sigma_sdj, noise_sdj, mean_sdj), 0)
+                   A_sj  = (g_s0j - g_s1j) * inv   (a differential pair; one device: g_s0j * inv)
+
+   rint is round-half-to-even, as torch.round. No -ffast-math (-fno-trapping-math changes no value) and -ffp-contract=off: the only fused
+   multiply-adds are the explicit fmaf, as in PyTorch's vectorized add(alpha=) and addcmul. Two builds of every
+   loop, chosen once at load: AVX2+FMA, and baseline x86-64 (SSE2) for other CPUs; both give the
+   same bits. Rows are split over up to `threads` POSIX threads (row results do not depend on the
+   split). */
+
+#include <math.h>
+#include <pthread.h>
+#include <stdint.h>
+
+#define KERNEL_ABI 2
+
+typedef struct {
+    const float *x; float *q; float *r; int64_t cols; float levels;
+    const float *z; const float *noise; float *y; const float *k; const float *s; const float *b;
+    int64_t rows, tiles; float sigma, adc_levels; int has_noise, has_adc;
+    const float *gm, *gs; float *a; int64_t devs; float inv;
+} args_t;
+
+typedef void (*body_t)(const args_t *, int64_t, int64_t);
+
+/* ------------------------------------------------------------------ loop bodies (inlined twice) */
+
+static inline __attribute__((always_inline)) void dac_body(const args_t *a, int64_t r0, int64_t r1) {
+    const int64_t n = a->cols;
+    for (int64_t i = r0; i < r1; ++i) {
+        const float *x = a->x + i * n;
+        float *q = a->q + i * n;
+        /* max |x| on the bit patterns: for non-negative floats the integer order is the float
+           order, and a NaN (exponent all ones, mantissa non-zero) sorts above inf */
+        const uint32_t *xb = (const uint32_t *)x;
+        int32_t mb = 0;
+        for (int64_t j = 0; j < n; ++j) {
+            const int32_t v = (int32_t)(xb[j] & 0x7fffffffu);
+            mb = v > mb ? v : mb;
+        }
+        union { int32_t i; float f; } u = {mb};
+        float m = u.f;
+        m = m < 1e-12f ? 1e-12f : m; /* a NaN stays NaN */
+        a->r[i] = m;
+        const float sc = (1.0f / m) * a->levels;
+        for (int64_t j = 0; j < n; ++j) q[j] = rintf(x[j] * sc);
+    }
+}
+
+static inline __attribute__((always_inline)) float adc_code(float v, float nz, const args_t *a) {
+    if (a->has_noise) v = fmaf(nz, a->sigma, v);
+    if (a->has_adc) {
+        v = v < -a->adc_levels ? -a->adc_levels : v;  /* clamp as torch.clamp: NaN passes */
+        v = v > a->adc_levels ? a->adc_levels : v;
+        v = rintf(v);
+    }
+    return v;
+}
+
+/* one tile of one row: y = code(src, nz) * k (t == 0) or y + code(src, nz) * k; `src` is `y` itself
+   for the in-place case (then written through one pointer, so the loop vectorizes) */
+static inline __attribute__((always_inline)) void adc_tile(float *restrict y, const float *src,
+                                                           const float *restrict nz, const float *restrict k,
+                                                           int64_t n, int first, const args_t *a) {
+    if (src == y) {
+        if (nz) { for (int64_t j = 0; j < n; ++j) y[j] = adc_code(y[j], nz[j], a) * k[j]; }
+        else { for (int64_t j = 0; j < n; ++j) y[j] = adc_code(y[j], 0.0f, a) * k[j]; }
+    } else if (first) {
+        const float *restrict z = src;
+        if (nz) { for (int64_t j = 0; j < n; ++j) y[j] = adc_code(z[j], nz[j], a) * k[j]; }
+        else { for (int64_t j = 0; j < n; ++j) y[j] = adc_code(z[j], 0.0f, a) * k[j]; }
+    } else {
+        const float *restrict z = src;
+        if (nz) { for (int64_t j = 0; j < n; ++j) y[j] = y[j] + adc_code(z[j], nz[j], a) * k[j]; }
+        else { for (int64_t j = 0; j < n; ++j) y[j] = y[j] + adc_code(z[j], 0.0f, a) * k[j]; }
+    }
+}
+
+static inline __attribute__((always_inline)) void adc_body(const args_t *a, int64_t r0, int64_t r1) {
+    const int64_t n = a->cols, plane = a->rows * n;
+    for (int64_t i = r0; i < r1; ++i) {
+        float *restrict y = a->y + i * n;
+        const float si = a->s[i];
+        for (int64_t t = 0; t < a->tiles; ++t) {
+            const int64_t off = t * plane + i * n;
+            adc_tile(y, a->z + off, a->noise ? a->noise + off : NULL, a->k + t * n, n, t == 0, a);
+        }
+        const float *restrict b = a->b;
+        if (b) {
+            for (int64_t j = 0; j < n; ++j) y[j] = fmaf(y[j], si, b[j]);
+        } else {
+            for (int64_t j = 0; j < n; ++j) y[j] = y[j] * si;
+        }
+    }
+}
+
+static inline __attribute__((always_inline)) float g_read(float mean, float sigma, float nz) {
+    const float g = fmaf(sigma, nz, mean);
+    return g < 0.0f ? 0.0f : g; /* clamp(min=0) as torch: NaN passes */
+}
+
+static inline __attribute__((always_inline)) void read_one(float *restrict a, const float *restrict gm,
+                                                           const float *restrict gs, const float *restrict nz,
+                                                           int64_t m, float inv) {
+    for (int64_t j = 0; j < m; ++j) a[j] = g_read(gm[j], gs[j], nz[j]) * inv;
+}
+
+static inline __attribute__((always_inline)) void read_two(float *restrict a, const float *restrict gm,
+                                                           const float *restrict gs, const float *restrict nz,
+                                                           int64_t m, float inv) {
+    for (int64_t j = 0; j < m; ++j) {
+        const float gp = g_read(gm[j], gs[j], nz[j]);
+        const float gn = g_read(gm[m + j], gs[m + j], nz[m + j]);
+        a[j] = (gp - gn) * inv;
+    }
+}
+
+/* rows = weight slices s; one slice is `devs` blocks of `cols` conductances */
+static inline __attribute__((always_inline)) void read_body(const args_t *r, int64_t r0, int64_t r1) {
+    const int64_t m = r->cols;
+    for (int64_t s = r0; s < r1; ++s) {
+        const int64_t o = s * r->devs * m;
+        if (r->devs == 2) read_two(r->a + s * m, r->gm + o, r->gs + o, r->noise + o, m, r->inv);
+        else read_one(r->a + s * m, r->gm + o, r->gs + o, r->noise + o, m, r->inv);
+    }
+}
+
+/* ------------------------------------------------------------------ the two builds */
+
+__attribute__((target("avx2,fma"))) static void dac_avx2(const args_t *a, int64_t r0, int64_t r1) {
+    dac_body(a, r0, r1);
+}
+__attribute__((target("avx2,fma"))) static void adc_avx2(const args_t *a, int64_t r0, int64_t r1) {
+    adc_body(a, r0, r1);
+}
+__attribute__((target("avx2,fma"))) static void read_avx2(const args_t *a, int64_t r0, int64_t r1) {
+    read_body(a, r0, r1);
+}
+static void dac_base(const args_t *a, int64_t r0, int64_t r1) { dac_body(a, r0, r1); }
+static void read_base(const args_t *a, int64_t r0, int64_t r1) { read_body(a, r0, r1); }
+static void adc_base(const args_t *a, int64_t r0, int64_t r1) { adc_body(a, r0, r1); }
+
+static int use_avx2 = -1; /* -1: not chosen yet; cimkit_force_isa overrides (tests) */
+
+static int cpu_has_avx2(void) {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+}
+
+static int avx2(void) {
+    if (use_avx2 < 0) use_avx2 = cpu_has_avx2();
+    return use_avx2;
+}
+
+/* ------------------------------------------------------------------ row-parallel driver */
+
+typedef struct { body_t f; const args_t *a; int64_t r0, r1; } job_t;
+
+static void *run_job(void *p) {
+    job_t *j = (job_t *)p;
+    j->f(j->a, j->r0, j->r1);
+    return NULL;
+}
+
+#define MAX_THREADS 64
+#define MIN_ELEMS_PER_THREAD (1 << 16)
+
+static void run_rows(body_t f, const args_t *a, int64_t rows, int64_t elems_per_row, int threads) {
+    int64_t nt = threads < 1 ? 1 : (threads > MAX_THREADS ? MAX_THREADS : threads);
+    const int64_t by_size = (rows * elems_per_row) / MIN_ELEMS_PER_THREAD;
+    if (nt > by_size) nt = by_size < 1 ? 1 : by_size;
+    if (nt > rows) nt = rows < 1 ? 1 : rows;
+    if (nt == 1) { f(a, 0, rows); return; }
+    job_t jobs[MAX_THREADS];
+    pthread_t tid[MAX_THREADS];
+    int started[MAX_THREADS] = {0};
+    for (int64_t t = 0; t < nt; ++t) {
+        jobs[t].f = f; jobs[t].a = a;
+        jobs[t].r0 = rows * t / nt; jobs[t].r1 = rows * (t + 1) / nt;
+    }
+    for (int64_t t = 1; t < nt; ++t) started[t] = pthread_create(&tid[t], NULL, run_job, &jobs[t]) == 0;
+    run_job(&jobs[0]);
+    for (int64_t t = 1; t < nt; ++t) {
+        if (started[t]) pthread_join(tid[t], NULL);
+        else run_job(&jobs[t]); /* no thread to spare: do it here */
+    }
+}
+
+/* ------------------------------------------------------------------ exported */
+
+int cimkit_abi(void) { return KERNEL_ABI; }
+
+/* 1: the AVX2+FMA build runs, 0: the baseline build. force = 0 selects the baseline, 1 the AVX2
+   build where the CPU has it (tests), -1 keeps the choice. */
+int cimkit_force_isa(int force) {
+    if (force == 0) use_avx2 = 0;
+    if (force == 1) use_avx2 = cpu_has_avx2();
+    return avx2();
+}
+
+void cimkit_dac_rows(const float *x, float *q, float *r, int64_t rows, int64_t cols, float levels, int threads) {
+    args_t a = {0};
+    a.x = x; a.q = q; a.r = r; a.cols = cols; a.levels = levels; a.rows = rows;
+    run_rows(avx2() ? dac_avx2 : dac_base, &a, rows, cols, threads);
+}
+
+void cimkit_adc_rows(const float *z, const float *noise, float *y, int64_t tiles, int64_t rows, int64_t cols,
+                     float sigma, float adc_levels, int has_adc, const float *k, const float *s, const float *b,
+                     int threads) {
+    args_t a = {0};
+    a.z = z; a.noise = noise; a.y = y; a.tiles = tiles; a.rows = rows; a.cols = cols;
+    a.sigma = sigma; a.has_noise = noise != NULL; a.adc_levels = adc_levels; a.has_adc = has_adc;
+    a.k = k; a.s = s; a.b = b;
+    run_rows(avx2() ? adc_avx2 : adc_base, &a, rows, cols * tiles, threads);
+}
+
+/* g_mean, g_sigma, noise: (S, D, M) conductances (µS); a: (S, M); devs = D (1 or 2); inv = 1 / g_range.
+   Slices run on one thread each at most (a read is small next to the activations' passes). */
+void cimkit_read_pairs(const float *gm, const float *gs, const float *nz, float *a, int64_t slices, int64_t devs,
+                       int64_t m, float inv) {
+    args_t r = {0};
+    r.gm = gm; r.gs = gs; r.noise = nz; r.a = a; r.devs = devs; r.cols = m; r.inv = inv;
+    (avx2() ? read_avx2 : read_base)(&r, 0, slices);
+}
