@@ -129,3 +129,20 @@ def test_device_noise_read_is_compensated(compensation: str) -> None:
     ref, cur = a_clean.abs().sum(dims), a.abs().sum(dims)
     assert torch.allclose(cur, ref, rtol=1e-4)
     assert float(torch.corrcoef(torch.stack([a.flatten(), a_clean.flatten()]))[0, 1]) > 0.9
+
+
+@pytest.mark.parametrize("shape", [(7, 2), (64, 300), (3, 4097)])
+def test_clip_std_matches_torch_std(shape: tuple[int, int]) -> None:
+    from cimkit.analog.hwa import _std
+
+    rows = torch.randn(shape, generator=torch.Generator().manual_seed(shape[1])) * 3.0 + 1.5
+    torch.testing.assert_close(_std(rows), rows.std(dim=1, keepdim=True), rtol=2e-6, atol=0)
+
+
+def test_clipping_skips_layers_without_spread() -> None:
+    # per channel, fan-in 1: a row has no std to clip against; per layer, a single weight
+    for kind, layer in (("gaussian_channel", nn.Linear(1, 3)), ("gaussian", nn.Linear(1, 1))):
+        net = analog.convert(nn.Sequential(layer), "standard", "pcm")
+        before = net[0].weight.detach().clone()
+        analog.clip_weights(net, HWAConfig(clip=kind, clip_sigma=0.1))
+        assert torch.equal(net[0].weight.detach(), before) and bool(torch.isfinite(before).all())

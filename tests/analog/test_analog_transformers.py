@@ -62,8 +62,9 @@ def test_gaussian_channel_clipping_bounds_each_row() -> None:
         w[0, 0] = 50.0  # an outlier in row 0
     before = w.detach().clone()
     analog.clip_weights(a, HWAConfig(clip="gaussian_channel", clip_sigma=2.5))
-    bound = 2.5 * before.std(dim=1, keepdim=True)  # (N, 1)
-    assert torch.equal(w.detach(), torch.maximum(torch.minimum(before, bound), -bound))
+    bound = 2.5 * before.std(dim=1, keepdim=True)  # (N, 1); clip_weights' faster std agrees to float rounding
+    torch.testing.assert_close(w.detach(), torch.maximum(torch.minimum(before, bound), -bound), rtol=1e-6, atol=0)
+    assert int((w.detach() != before).sum()) >= 1
     wd = w.detach()
     assert float(wd[0, 0]) < 50.0 and float(wd[5].abs().max()) > float(wd[0, 1:].abs().max())  # per row
     w.requires_grad_(False)  # a frozen weight is never clipped

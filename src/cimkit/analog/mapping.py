@@ -105,7 +105,8 @@ class MappingConfig(Config):
     (``adc_range`` in normalised units: inputs in [-1, 1] times conductances in [0, 1]).
     ``fast_noise`` draws per-read Gaussian noise as a window at a random offset of a pre-sampled
     Gaussian table (every read's entries are distinct, so exact N(0, 1) marginals and independent
-    within a read; about 10x cheaper than fresh sampling); false samples afresh every read.
+    within a read; about 10x cheaper than fresh sampling), and so does hardware-aware training's
+    weight noise; false samples afresh every read.
     """
 
     tile_rows: int = 256

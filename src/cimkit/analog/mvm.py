@@ -28,7 +28,13 @@ from torch import Tensor
 from cimkit.analog import native
 from cimkit.analog.cells import fold_tiles, offset_per_unit
 from cimkit.analog.mapping import RangeMode, WeightPair
-from cimkit.analog.periphery import adc_combine, bits_levels, gaussian_noise, range_quantize
+from cimkit.analog.periphery import (
+    adc_combine_rk,
+    bits_levels,
+    dynamic_dac_codes,
+    gaussian_noise,
+    range_quantize,
+)
 from cimkit.analog.workspace import scratch
 
 AnalogLayer = Any  # a cimkit.analog.layers.AnalogLayer (not imported: the layers import this module)
@@ -307,17 +313,22 @@ def _grad_route(layer: AnalogLayer, chain: Chain, x: Tensor, a: Tensor, w_scale:
     m = layer.mapping
     g = layer.geometry
     bsz = x.shape[0]
-    r, r_b = input_range(layer, x, True)
-    dynamic = _per_sample(r)
-    if chain.dac_on:
-        levels = chain.dac_levels
-        if chain.dac_mode == RangeMode.LEARNED:
-            x_rep, u = range_quantize(x, r_b, levels, learn_range=True), 1.0 / r  # x units
-        else:
-            x_rep = range_quantize(x, r_b, levels, out="codes", clip=not dynamic)  # integer codes
-            u = 1.0 / levels
+    if chain.dac_on and chain.dac_mode == RangeMode.DYNAMIC and native.usable(x):
+        # per-sample range and codes in one native pass (the same bits as the ops below)
+        x_rep, r = dynamic_dac_codes(x, chain.dac_levels)
+        dynamic, u = True, 1.0 / chain.dac_levels
     else:
-        x_rep, u = (x / r_b, 1.0) if dynamic else (x, 1.0 / r)
+        r, r_b = input_range(layer, x, True)
+        dynamic = _per_sample(r)
+        if chain.dac_on:
+            levels = chain.dac_levels
+            if chain.dac_mode == RangeMode.LEARNED:
+                x_rep, u = range_quantize(x, r_b, levels, learn_range=True), 1.0 / r  # x units
+            else:
+                x_rep = range_quantize(x, r_b, levels, out="codes", clip=not dynamic)  # integer codes
+                u = 1.0 / levels
+        else:
+            x_rep, u = (x / r_b, 1.0) if dynamic else (x, 1.0 / r)
     x_dig, u_dig = x_rep, u
     n_planes, plane_coef = 1, None
     if chain.bit_serial:
@@ -344,12 +355,11 @@ def _grad_route(layer: AnalogLayer, chain: Chain, x: Tensor, a: Tensor, w_scale:
         k = w_scale[0] if alpha is None else w_scale[0] * alpha  # (N,)
         if chain.offset:
             k = k * 2.0
-        f = (_ps(r, 2) * k.view(1, -1)) * (1.0 / gain)  # (B|1, N)
-        f = f.view(*f.shape, *([1] * n_sp))
+        # f = (full scale (B|1,) x k (N,)) / gain per (sample, column), applied by adc_combine_rk
         # the op's own output (not a view of it): converted in place without an autograd rebase
         z = z_base if z_base.shape == (bsz, g.n_out, *z5.shape[5:]) else z5.reshape(bsz, g.n_out, *z5.shape[5:])
         nz = noise.view(z.shape) if noise is not None else None
-        y = adc_combine(z, nz, chain.out_noise * gain, levels_adc, f, layer.bias)
+        y = adc_combine_rk(z, nz, chain.out_noise * gain, levels_adc, r, k.contiguous(), 1.0 / gain, layer.bias)
     else:
         if noise is not None:
             z5 = torch.add(z5, noise, alpha=chain.out_noise)

@@ -30,14 +30,17 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-__all__ = ["adc_rows", "available", "dac_rows", "enable", "read_pairs", "status", "usable"]
+__all__ = [
+    "adc_codes", "adc_rows", "available", "col_scale", "dac_rows", "enable", "read_pairs", "row_scale", "status",
+    "usable",
+]
 
 log = logging.getLogger(__name__)
 
 _SOURCE = Path(__file__).with_name("periphery_kernels.c")
 _FLAGS = ["-O3", "-shared", "-fPIC", "-ffp-contract=off", "-fno-math-errno", "-fno-trapping-math", "-fno-strict-aliasing",
           "-pthread"]
-_ABI = 2
+_ABI = 4
 _lock = threading.Lock()
 _state: dict[str, object] = {}  # "lib": CDLL | None, "why": str
 _enabled = [True]
@@ -108,6 +111,12 @@ def _declare(lib: ctypes.CDLL) -> None:
     lib.cimkit_dac_rows.restype = None
     lib.cimkit_adc_rows.argtypes = [p, p, p, i64, i64, i64, f32, f32, i32, p, p, p, i32]
     lib.cimkit_adc_rows.restype = None
+    lib.cimkit_adc_codes.argtypes = [p, p, i64, i64, f32, f32, i32]
+    lib.cimkit_adc_codes.restype = i32
+    lib.cimkit_col_scale.argtypes = [p, p, p, i64, p, f32, p, p, f32, i64, i64, i64, i32, i32]
+    lib.cimkit_col_scale.restype = None
+    lib.cimkit_row_scale.argtypes = [p, p, p, i64, i64, f32, i32]
+    lib.cimkit_row_scale.restype = None
     lib.cimkit_read_pairs.argtypes = [p, p, p, p, i64, i64, i64, f32]
     lib.cimkit_read_pairs.restype = None
 
@@ -154,6 +163,43 @@ def dac_rows(x: Tensor, q: Tensor, levels: int) -> Tensor:
     r = torch.empty(x.shape[0], dtype=x.dtype)  # (R,)
     lib.cimkit_dac_rows(_ptr(x), _ptr(q), _ptr(r), x.shape[0], x.shape[1], float(levels), torch.get_num_threads())
     return r
+
+
+def adc_codes(z: Tensor, noise: Tensor | None, sigma: float, levels: int) -> bool:
+    """The training ADC in place: ``z = round(clamp(z + sigma * noise, -levels, levels))``; returns
+    whether any code is at full scale (as ``max(z.amax(), -z.amin()) >= levels``)."""
+    lib = _load()
+    assert lib is not None and (noise is None or noise.numel() == z.numel())
+    rows = z.shape[0] if z.dim() > 1 else 1
+    return bool(lib.cimkit_adc_codes(_ptr(z), _ptr(noise), rows, z.numel() // max(rows, 1), float(sigma),
+                                     float(levels), torch.get_num_threads()))  # fmt: skip
+
+
+COL_MUL, COL_MUL_ADD, COL_FMA, COL_STE = 0, 1, 2, 3  # col_scale modes (periphery_kernels.c)
+
+
+def col_scale(c: Tensor, r: Tensor, k: Tensor, inv: float, bias: Tensor | None, mode: int,
+              out: Tensor, codes: Tensor | None = None, levels: int = 0) -> Tensor:  # fmt: skip
+    """``c`` (B, N, ...) times ``f[b, n] = (r[b] * k[n]) * inv`` (``r`` (B,) or one value), into
+    ``out`` (may be ``c``): ``COL_MUL`` ``c * f``; ``COL_MUL_ADD`` ``c * f + bias`` (two roundings);
+    ``COL_FMA`` ``addcmul(bias, c, f)``; ``COL_STE`` ``where(|codes| < levels, c, 0) * f``."""
+    lib = _load()
+    bsz, n = c.shape[0], c.shape[1]
+    assert lib is not None and k.shape == (n,) and r.numel() in (1, bsz) and out.shape == c.shape
+    s = c.numel() // max(bsz * n, 1)
+    lib.cimkit_col_scale(_ptr(c), _ptr(out), _ptr(r), int(r.numel() > 1), _ptr(k), float(inv), _ptr(bias),
+                         _ptr(codes), float(levels), bsz, n, s, mode, torch.get_num_threads())  # fmt: skip
+    return out
+
+
+def row_scale(g: Tensor, r: Tensor, levels: int, out: Tensor | None = None) -> Tensor:
+    """``g`` (R, C) times ``levels / r`` per row (``r`` (R,)): the DAC codes' gradient, as
+    ``g * (levels / r[:, None])``; into ``out`` (may be ``g``) or a new tensor."""
+    lib = _load()
+    assert lib is not None and g.dim() == 2 and r.shape == (g.shape[0],)
+    out = torch.empty_like(g) if out is None else out
+    lib.cimkit_row_scale(_ptr(g), _ptr(out), _ptr(r), g.shape[0], g.shape[1], float(levels), torch.get_num_threads())
+    return out
 
 
 def adc_rows(z: Tensor, noise: Tensor | None, sigma: float, levels: int | None, k: Tensor, s: Tensor,

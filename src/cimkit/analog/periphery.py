@@ -17,7 +17,9 @@ from torch import Tensor
 __all__ = [
     "abs_percentile",
     "adc_combine",
+    "adc_combine_rk",
     "bits_levels",
+    "dynamic_dac_codes",
     "gaussian_noise",
     "range_quantize",
 ]
@@ -92,6 +94,40 @@ def range_quantize(
     return _RangeQuant.apply(x, r, levels, learn_range, out, clip)
 
 
+class _DynamicDacCodes(torch.autograd.Function):
+    """Per-sample abs-max DAC codes in one native pass (:func:`cimkit.analog.native.dac_rows`);
+    the gradient is the STE's ``levels / r`` per sample (nothing clips), as :class:`_RangeQuant`
+    with ``out='codes', clip=False`` gives it, to the bit. Saves only the ranges."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, levels: int):  # type: ignore[override]
+        from cimkit.analog import native
+
+        q = torch.empty_like(x)
+        r = native.dac_rows(x.view(x.shape[0], -1), q.view(x.shape[0], -1), levels)  # (B,)
+        ctx.save_for_backward(r)
+        ctx.levels = levels
+        ctx.mark_non_differentiable(r)
+        return q, r
+
+    @staticmethod
+    def backward(ctx, gq: Tensor, gr: Tensor | None):  # type: ignore[override]
+        from cimkit.analog import native
+
+        (r,) = ctx.saved_tensors
+        g2 = gq.reshape(gq.shape[0], -1)
+        if native.usable(g2):
+            return native.row_scale(g2, r, ctx.levels).view(gq.shape), None
+        return gq * (ctx.levels / r).view(-1, *([1] * (gq.dim() - 1))), None
+
+
+def dynamic_dac_codes(x: Tensor, levels: int) -> tuple[Tensor, Tensor]:
+    """Differentiable per-sample abs-max DAC: integer codes like ``x`` and the ranges ``r`` (B,),
+    the same as ``r = max|x_b|`` (at least 1e-12) and ``range_quantize(x, r, levels, out='codes',
+    clip=False)``. Needs the native kernels (:func:`cimkit.analog.native.usable`)."""
+    return _DynamicDacCodes.apply(x, levels)
+
+
 class _AdcCombine(torch.autograd.Function):
     """``y = bias + f * codes`` with the ADC's straight-through gradient (training path).
 
@@ -157,6 +193,62 @@ def adc_combine(z: Tensor, noise: Tensor | None, sigma: float, levels: int, f: T
     bias_v = bias.view(1, -1, *([1] * (z.dim() - 2))) if bias is not None else None
     in_place = not saturated and not f.requires_grad and z._base is None
     return _AdcCombine.apply(z, levels, f, bias_v, saturated, in_place)
+
+
+class _AdcCombineRK(torch.autograd.Function):
+    """:class:`_AdcCombine` with the digital factor ``f[b, n] = (r[b] k[n]) / gain`` computed on the
+    fly by the native kernels (never materialised, the same bits); ``f`` takes no gradient."""
+
+    @staticmethod
+    def forward(ctx, codes, levels, r, k, inv, bias, saturated, in_place):  # type: ignore[override]
+        from cimkit.analog import native
+
+        if in_place:
+            y = native.col_scale(codes, r, k, inv, bias, native.COL_MUL_ADD if bias is not None else native.COL_MUL,
+                                 out=codes)  # fmt: skip
+            ctx.mark_dirty(codes)
+            ctx.save_for_backward(r, k)
+        else:
+            y = native.col_scale(codes, r, k, inv, bias, native.COL_FMA if bias is not None else native.COL_MUL,
+                                 out=torch.empty_like(codes))  # fmt: skip
+            ctx.save_for_backward(r, k, codes)
+        ctx.levels, ctx.inv, ctx.saturated, ctx.in_place = levels, inv, saturated, in_place
+        ctx.has_bias = bias is not None
+        return y
+
+    @staticmethod
+    def backward(ctx, gy):  # type: ignore[override]
+        from cimkit.analog import native
+
+        r, k, *rest = ctx.saved_tensors
+        gz = gb = None
+        gy = gy.contiguous()
+        if ctx.needs_input_grad[0]:
+            if ctx.saturated:
+                gz = native.col_scale(gy, r, k, ctx.inv, None, native.COL_STE, out=torch.empty_like(gy),
+                                      codes=rest[0], levels=ctx.levels)  # fmt: skip
+            else:
+                gz = native.col_scale(gy, r, k, ctx.inv, None, native.COL_MUL, out=torch.empty_like(gy))
+        if ctx.has_bias and ctx.needs_input_grad[5]:
+            gb = gy.sum(dim=(0, *range(2, gy.dim())))  # (N,)
+        return gz, None, None, None, None, gb, None, None
+
+
+def adc_combine_rk(z: Tensor, noise: Tensor | None, sigma: float, levels: int, r: Tensor, k: Tensor, inv: float,
+                   bias: Tensor | None) -> Tensor:  # fmt: skip
+    """:func:`adc_combine` with ``f = (r[:, None] * k[None, :]) * inv`` (``r`` (B,) or 0-d, ``k`` (N,),
+    neither with a gradient), broadcast over the spatial dims of ``z`` (B, N, ...): through the
+    native kernels when they apply (the same bits, no ``f`` tensor), else by building ``f``."""
+    from cimkit.analog import native
+
+    if native.usable(z, noise, r, k, bias) and not (r.requires_grad or k.requires_grad):
+        zd = z.detach()
+        saturated = native.adc_codes(zd, noise, sigma, levels)
+        in_place = not saturated and z._base is None
+        return _AdcCombineRK.apply(z, levels, r.reshape(-1), k, inv, bias, saturated, in_place)
+    f = (r.view(-1, 1) * k.view(1, -1)) * inv  # (B|1, N)
+    f = f.view(*f.shape, *([1] * (z.dim() - 2)))
+    return adc_combine(z, noise, sigma, levels, f, bias)
 
 
 def _table(device: torch.device, dtype: torch.dtype) -> Tensor:

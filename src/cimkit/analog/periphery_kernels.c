@@ -11,6 +11,12 @@
                    c_tij = rint(clamp(fma(noise_tij, sigma, z_tij), -La, La))   (no noise: z_tij)
                    y_ij  = fmaf(sum_t c_tij * k_tj, s_i, b_j)                    (no bias: (...) * s_i)
 
+   adc_codes     the training ADC, in place:  c = rint(clamp(fma(noise, sigma, z), -La, La)); returns
+                 whether any code is at full scale (|c| == La)
+   col_scale     the digital factor f_bn = (r_b * k_n) * inv_gain applied to codes c (B, N, S):
+                 mode 0: c * f;  1: (c * f) + b_n;  2: fmaf(c, f, b_n);  3 (a gradient through the
+                 ADC's straight-through estimator): (|code| < La ? c : 0) * f
+   row_scale     the DAC codes' gradient:  g_ij * ((1 / r_i) * L)
    read_pairs    one read of programmed conductances with read noise, to normalised weights A:
                    g_sdj = max(fma(sigma_sdj, noise_sdj, mean_sdj), 0)
                    A_sj  = (g_s0j - g_s1j) * inv   (a differential pair; one device: g_s0j * inv)
@@ -25,13 +31,14 @@
 #include <pthread.h>
 #include <stdint.h>
 
-#define KERNEL_ABI 2
+#define KERNEL_ABI 4
 
 typedef struct {
     const float *x; float *q; float *r; int64_t cols; float levels;
     const float *z; const float *noise; float *y; const float *k; const float *s; const float *b;
     int64_t rows, tiles; float sigma, adc_levels; int has_noise, has_adc;
     const float *gm, *gs; float *a; int64_t devs; float inv;
+    int64_t inner, r_stride; int mode; const float *codes;
 } args_t;
 
 typedef void (*body_t)(const args_t *, int64_t, int64_t);
@@ -57,6 +64,21 @@ static inline __attribute__((always_inline)) void dac_body(const args_t *a, int6
         a->r[i] = m;
         const float sc = (1.0f / m) * a->levels;
         for (int64_t j = 0; j < n; ++j) q[j] = rintf(x[j] * sc);
+    }
+}
+
+static inline __attribute__((always_inline)) void scale_body(const args_t *a, int64_t r0, int64_t r1) {
+    const int64_t n = a->cols;
+    for (int64_t i = r0; i < r1; ++i) {
+        const float sc = (1.0f / a->r[i]) * a->levels;
+        if (a->x == a->q) {
+            float *restrict y = a->q + i * n;
+            for (int64_t j = 0; j < n; ++j) y[j] = y[j] * sc;
+        } else {
+            const float *restrict g = a->x + i * n;
+            float *restrict y = a->q + i * n;
+            for (int64_t j = 0; j < n; ++j) y[j] = g[j] * sc;
+        }
     }
 }
 
@@ -138,6 +160,120 @@ static inline __attribute__((always_inline)) void read_body(const args_t *r, int
     }
 }
 
+/* flat, in place; a row is a block of `cols` elements */
+static inline __attribute__((always_inline)) void codes_body(const args_t *a, int64_t r0, int64_t r1) {
+    const float L = a->adc_levels, sg = a->sigma;
+    int sat = 0;
+    for (int64_t i = r0; i < r1; ++i) {
+        float *restrict z = a->q + i * a->cols;
+        const float *restrict nz = a->noise ? a->noise + i * a->cols : NULL;
+        const int64_t n = a->cols;
+        if (nz) {
+            for (int64_t j = 0; j < n; ++j) {
+                float v = fmaf(nz[j], sg, z[j]);
+                v = v < -L ? -L : v;
+                v = v > L ? L : v;
+                v = rintf(v);
+                z[j] = v;
+                sat |= (v >= L) | (v <= -L);
+            }
+        } else {
+            for (int64_t j = 0; j < n; ++j) {
+                float v = z[j];
+                v = v < -L ? -L : v;
+                v = v > L ? L : v;
+                v = rintf(v);
+                z[j] = v;
+                sat |= (v >= L) | (v <= -L);
+            }
+        }
+    }
+    if (sat) __atomic_store_n((int *)&a->has_noise, 1, __ATOMIC_RELAXED); /* has_noise reused as the flag */
+}
+
+/* y = op(c) for one row of spatial elements; `c` may be `y` itself (then through one pointer, so the
+   loop vectorizes) */
+static inline __attribute__((always_inline)) void cols_row(float *restrict y, const float *restrict c,
+                                                           const float *restrict code, int64_t s, float f,
+                                                           float bn, float L, int mode) {
+    if (mode == 0) {
+        for (int64_t j = 0; j < s; ++j) y[j] = c[j] * f;
+    } else if (mode == 1) {
+        for (int64_t j = 0; j < s; ++j) y[j] = c[j] * f + bn;
+    } else if (mode == 2) {
+        for (int64_t j = 0; j < s; ++j) y[j] = fmaf(c[j], f, bn);
+    } else {
+        for (int64_t j = 0; j < s; ++j) y[j] = ((code[j] > -L && code[j] < L) ? c[j] : 0.0f) * f;
+    }
+}
+
+static inline __attribute__((always_inline)) void cols_row_inplace(float *restrict y, const float *restrict code,
+                                                                   int64_t s, float f, float bn, float L, int mode) {
+    if (mode == 0) {
+        for (int64_t j = 0; j < s; ++j) y[j] = y[j] * f;
+    } else if (mode == 1) {
+        for (int64_t j = 0; j < s; ++j) y[j] = y[j] * f + bn;
+    } else if (mode == 2) {
+        for (int64_t j = 0; j < s; ++j) y[j] = fmaf(y[j], f, bn);
+    } else {
+        for (int64_t j = 0; j < s; ++j) y[j] = ((code[j] > -L && code[j] < L) ? y[j] : 0.0f) * f;
+    }
+}
+
+/* rows = (b, n) pairs; a row is the `inner` spatial elements of one output channel */
+static inline __attribute__((always_inline)) void cols_body(const args_t *a, int64_t r0, int64_t r1) {
+    const int64_t s = a->inner, nc = a->cols;
+    for (int64_t i = r0; i < r1; ++i) {
+        const int64_t b = i / nc, n = i - b * nc;
+        const float f = (a->r[b * a->r_stride] * a->k[n]) * a->inv;
+        const float bn = a->b ? a->b[n] : 0.0f;
+        const float *code = a->codes ? a->codes + i * s : NULL;
+        if (a->x == a->q) cols_row_inplace(a->q + i * s, code, s, f, bn, a->adc_levels, a->mode);
+        else cols_row(a->q + i * s, a->x + i * s, code, s, f, bn, a->adc_levels, a->mode);
+    }
+}
+
+/* no spatial dims (a linear layer): rows = samples b, f_n = (r_b * k_n) * inv along the row */
+static inline __attribute__((always_inline)) void lin_row(float *restrict y, const float *restrict c,
+                                                          const float *restrict code, const float *restrict k,
+                                                          const float *restrict bias, int64_t n, float rb,
+                                                          float inv, float L, int mode) {
+    if (mode == 0) {
+        for (int64_t j = 0; j < n; ++j) y[j] = c[j] * ((rb * k[j]) * inv);
+    } else if (mode == 1) {
+        for (int64_t j = 0; j < n; ++j) y[j] = c[j] * ((rb * k[j]) * inv) + bias[j];
+    } else if (mode == 2) {
+        for (int64_t j = 0; j < n; ++j) y[j] = fmaf(c[j], (rb * k[j]) * inv, bias[j]);
+    } else {
+        for (int64_t j = 0; j < n; ++j) y[j] = ((code[j] > -L && code[j] < L) ? c[j] : 0.0f) * ((rb * k[j]) * inv);
+    }
+}
+
+static inline __attribute__((always_inline)) void lin_row_inplace(float *restrict y, const float *restrict code,
+                                                                  const float *restrict k,
+                                                                  const float *restrict bias, int64_t n, float rb,
+                                                                  float inv, float L, int mode) {
+    if (mode == 0) {
+        for (int64_t j = 0; j < n; ++j) y[j] = y[j] * ((rb * k[j]) * inv);
+    } else if (mode == 1) {
+        for (int64_t j = 0; j < n; ++j) y[j] = y[j] * ((rb * k[j]) * inv) + bias[j];
+    } else if (mode == 2) {
+        for (int64_t j = 0; j < n; ++j) y[j] = fmaf(y[j], (rb * k[j]) * inv, bias[j]);
+    } else {
+        for (int64_t j = 0; j < n; ++j) y[j] = ((code[j] > -L && code[j] < L) ? y[j] : 0.0f) * ((rb * k[j]) * inv);
+    }
+}
+
+static inline __attribute__((always_inline)) void lin_body(const args_t *a, int64_t r0, int64_t r1) {
+    const int64_t n = a->cols;
+    for (int64_t b = r0; b < r1; ++b) {
+        const float rb = a->r[b * a->r_stride];
+        const float *code = a->codes ? a->codes + b * n : NULL;
+        if (a->x == a->q) lin_row_inplace(a->q + b * n, code, a->k, a->b, n, rb, a->inv, a->adc_levels, a->mode);
+        else lin_row(a->q + b * n, a->x + b * n, code, a->k, a->b, n, rb, a->inv, a->adc_levels, a->mode);
+    }
+}
+
 /* ------------------------------------------------------------------ the two builds */
 
 __attribute__((target("avx2,fma"))) static void dac_avx2(const args_t *a, int64_t r0, int64_t r1) {
@@ -149,6 +285,22 @@ __attribute__((target("avx2,fma"))) static void adc_avx2(const args_t *a, int64_
 __attribute__((target("avx2,fma"))) static void read_avx2(const args_t *a, int64_t r0, int64_t r1) {
     read_body(a, r0, r1);
 }
+__attribute__((target("avx2,fma"))) static void scale_avx2(const args_t *a, int64_t r0, int64_t r1) {
+    scale_body(a, r0, r1);
+}
+static void scale_base(const args_t *a, int64_t r0, int64_t r1) { scale_body(a, r0, r1); }
+__attribute__((target("avx2,fma"))) static void codes_avx2(const args_t *a, int64_t r0, int64_t r1) {
+    codes_body(a, r0, r1);
+}
+static void codes_base(const args_t *a, int64_t r0, int64_t r1) { codes_body(a, r0, r1); }
+__attribute__((target("avx2,fma"))) static void cols_avx2(const args_t *a, int64_t r0, int64_t r1) {
+    cols_body(a, r0, r1);
+}
+static void cols_base(const args_t *a, int64_t r0, int64_t r1) { cols_body(a, r0, r1); }
+__attribute__((target("avx2,fma"))) static void lin_avx2(const args_t *a, int64_t r0, int64_t r1) {
+    lin_body(a, r0, r1);
+}
+static void lin_base(const args_t *a, int64_t r0, int64_t r1) { lin_body(a, r0, r1); }
 static void dac_base(const args_t *a, int64_t r0, int64_t r1) { dac_body(a, r0, r1); }
 static void read_base(const args_t *a, int64_t r0, int64_t r1) { read_body(a, r0, r1); }
 static void adc_base(const args_t *a, int64_t r0, int64_t r1) { adc_body(a, r0, r1); }
@@ -215,6 +367,33 @@ void cimkit_dac_rows(const float *x, float *q, float *r, int64_t rows, int64_t c
     args_t a = {0};
     a.x = x; a.q = q; a.r = r; a.cols = cols; a.levels = levels; a.rows = rows;
     run_rows(avx2() ? dac_avx2 : dac_base, &a, rows, cols, threads);
+}
+
+/* z, noise: `rows` x `cols` (any split of the flat tensor); returns 1 when a code is at full scale */
+int cimkit_adc_codes(float *z, const float *noise, int64_t rows, int64_t cols, float sigma, float levels, int threads) {
+    args_t a = {0};
+    a.q = z; a.noise = noise; a.rows = rows; a.cols = cols; a.sigma = sigma; a.adc_levels = levels;
+    a.has_noise = 0;
+    run_rows(avx2() ? codes_avx2 : codes_base, &a, rows, cols, threads);
+    return a.has_noise;
+}
+
+/* c, y: (B, N, S), y may be c; r: (B,) or one value (r_stride 0); k, b: (N,); codes (mode 3): like c */
+void cimkit_col_scale(const float *c, float *y, const float *r, int64_t r_stride, const float *k, float inv,
+                      const float *b, const float *codes, float levels, int64_t bsz, int64_t n, int64_t s, int mode,
+                      int threads) {
+    args_t a = {0};
+    a.x = c; a.q = y; a.r = (float *)r; a.r_stride = r_stride; a.k = k; a.inv = inv; a.b = b; a.codes = codes;
+    a.adc_levels = levels; a.cols = n; a.inner = s; a.mode = mode; a.rows = bsz * n;
+    if (s == 1) run_rows(avx2() ? lin_avx2 : lin_base, &a, bsz, n, threads);
+    else run_rows(avx2() ? cols_avx2 : cols_base, &a, bsz * n, s, threads);
+}
+
+/* g, y: (rows, cols), y may be g; r: (rows,) the ranges dac_rows returned */
+void cimkit_row_scale(const float *g, float *y, const float *r, int64_t rows, int64_t cols, float levels, int threads) {
+    args_t a = {0};
+    a.x = g; a.q = y; a.r = (float *)r; a.cols = cols; a.levels = levels; a.rows = rows;
+    run_rows(avx2() ? scale_avx2 : scale_base, &a, rows, cols, threads);
 }
 
 void cimkit_adc_rows(const float *z, const float *noise, float *y, int64_t tiles, int64_t rows, int64_t cols,
