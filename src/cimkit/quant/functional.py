@@ -191,8 +191,11 @@ def fake_quantize(
         red = list(range(x.dim()))
     no_grad = not torch.is_grad_enabled() or not (x.requires_grad or s.requires_grad)
     if no_grad and x.dtype == s.dtype == z.dtype:
-        # inference: the forward of _FakeQuant (same ops, same order: bitwise the same values) on one
-        # fresh tensor, without the straight-through mask that only a backward pass would read
+        # inference: the forward of _FakeQuant (same ops, same order: the same values) on one fresh
+        # tensor, without the straight-through mask that only a backward pass would read; a zero
+        # zero point (symmetric grids, most activations) skips its add and subtract
+        if zero_point is None or not bool(z.any()):
+            return torch.div(x, s).round_().clamp_(qmin, qmax).mul_(s)
         return torch.div(x, s).round_().add_(z).clamp_(qmin, qmax).sub_(z).mul_(s)
     return _FakeQuant.apply(x, s, z.detach(), qmin, qmax, red)
 
