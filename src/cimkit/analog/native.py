@@ -1,10 +1,12 @@
-"""Fused CPU kernels for no-grad analog inference (optional; same bits as the PyTorch route).
+"""Fused CPU kernels for the analog forward and its gradients (optional; same bits as the tensor ops).
 
 On the CPU the analog forward of a linear layer spends as long in memory-bound elementwise passes
 around the matmul (DAC range and codes, output noise, ADC clamp and round, column and row scales,
 bias) as in the matmul itself. ``periphery_kernels.c`` does the DAC in one pass and the ADC with
-its whole digital epilogue in another, with the same float32 operations in the same order as the
-PyTorch route, so the results are bit-identical (``tests/analog/test_native.py``).
+its whole digital epilogue in another (inference), the DAC codes, the ADC codes and the digital
+factor with their straight-through gradients (training), and a programmed chip's noisy read, with
+the same float32 operations in the same order as the tensor ops, so the results are bit-identical
+(``tests/analog/test_native.py``).
 
 The C file is compiled on first use with the system C compiler (``$CC``, else ``cc``) into
 ``$CIMKIT_NATIVE_DIR`` (default ``$XDG_CACHE_HOME/cimkit/native``, i.e. ``~/.cache/cimkit/native``),

@@ -1,4 +1,5 @@
-/* Fused CPU kernels of the no-grad analog forward (cimkit.analog.native builds and loads them).
+/* Fused CPU kernels of the analog forward and its gradients (cimkit.analog.native builds and loads
+   them).
 
    Each kernel does in one pass over memory what the PyTorch route does in several elementwise
    passes, with the same float32 operations in the same order, so both routes give bit-identical
@@ -21,11 +22,11 @@
                    g_sdj = max(fma(sigma_sdj, noise_sdj, mean_sdj), 0)
                    A_sj  = (g_s0j - g_s1j) * inv   (a differential pair; one device: g_s0j * inv)
 
-   rint is round-half-to-even, as torch.round. No -ffast-math (-fno-trapping-math changes no value) and -ffp-contract=off: the only fused
-   multiply-adds are the explicit fmaf, as in PyTorch's vectorized add(alpha=) and addcmul. Two builds of every
-   loop, chosen once at load: AVX2+FMA, and baseline x86-64 (SSE2) for other CPUs; both give the
-   same bits. Rows are split over up to `threads` POSIX threads (row results do not depend on the
-   split). */
+   rint is round-half-to-even, as torch.round. No -ffast-math (-fno-trapping-math changes no value)
+   and -ffp-contract=off: the only fused multiply-adds are the explicit fmaf, as in PyTorch's
+   vectorized add(alpha=) and addcmul. Two builds of every loop, chosen once at load: AVX2+FMA, and
+   baseline x86-64 (SSE2) for other CPUs; both give the same bits. Rows are split over up to
+   `threads` POSIX threads (row results do not depend on the split). */
 
 #include <math.h>
 #include <pthread.h>
@@ -38,7 +39,7 @@ typedef struct {
     const float *z; const float *noise; float *y; const float *k; const float *s; const float *b;
     int64_t rows, tiles; float sigma, adc_levels; int has_noise, has_adc;
     const float *gm, *gs; float *a; int64_t devs; float inv;
-    int64_t inner, r_stride; int mode; const float *codes;
+    int64_t inner, r_stride; int mode; const float *codes; int *saturated;
 } args_t;
 
 typedef void (*body_t)(const args_t *, int64_t, int64_t);
@@ -188,7 +189,7 @@ static inline __attribute__((always_inline)) void codes_body(const args_t *a, in
             }
         }
     }
-    if (sat) __atomic_store_n((int *)&a->has_noise, 1, __ATOMIC_RELAXED); /* has_noise reused as the flag */
+    if (sat) __atomic_store_n(a->saturated, 1, __ATOMIC_RELAXED);
 }
 
 /* y = op(c) for one row of spatial elements; `c` may be `y` itself (then through one pointer, so the
@@ -372,10 +373,11 @@ void cimkit_dac_rows(const float *x, float *q, float *r, int64_t rows, int64_t c
 /* z, noise: `rows` x `cols` (any split of the flat tensor); returns 1 when a code is at full scale */
 int cimkit_adc_codes(float *z, const float *noise, int64_t rows, int64_t cols, float sigma, float levels, int threads) {
     args_t a = {0};
+    int saturated = 0;
     a.q = z; a.noise = noise; a.rows = rows; a.cols = cols; a.sigma = sigma; a.adc_levels = levels;
-    a.has_noise = 0;
+    a.saturated = &saturated;
     run_rows(avx2() ? codes_avx2 : codes_base, &a, rows, cols, threads);
-    return a.has_noise;
+    return saturated;
 }
 
 /* c, y: (B, N, S), y may be c; r: (B,) or one value (r_stride 0); k, b: (N,); codes (mode 3): like c */
