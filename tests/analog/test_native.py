@@ -132,6 +132,20 @@ def test_row_scale_equals_torch_ops(isa: bool) -> None:
     assert torch.equal(native.row_scale(gy, r, 127), gy * (127 / r).view(-1, 1))
 
 
+def _count_calls(monkeypatch: pytest.MonkeyPatch, *names: str) -> dict[str, int]:
+    """Wrap the named kernels of ``native`` so that each call is counted (the dict updates live)."""
+    calls = dict.fromkeys(names, 0)
+    for name in names:
+        fn = getattr(native, name)
+
+        def counted(*a, _fn=fn, _name=name, **k):
+            calls[_name] += 1
+            return _fn(*a, **k)
+
+        monkeypatch.setattr(native, name, counted)
+    return calls
+
+
 class _Mlp(nn.Module):
     def __init__(self) -> None:
         super().__init__()
@@ -145,15 +159,7 @@ class _Mlp(nn.Module):
 
 @pytest.mark.parametrize("device", ["pcm", "rram"])
 def test_standard_mapping_forward_is_bit_identical_with_and_without_kernels(device: str, monkeypatch) -> None:
-    calls = {"dac_rows": 0, "adc_rows": 0, "read_pairs": 0}
-    for name in calls:
-        fn = getattr(native, name)
-
-        def counted(*a, _fn=fn, _name=name, **k):
-            calls[_name] += 1
-            return _fn(*a, **k)
-
-        monkeypatch.setattr(native, name, counted)
+    calls = _count_calls(monkeypatch, "dac_rows", "adc_rows", "read_pairs")
     torch.manual_seed(0)
     model = analog.convert(_Mlp().eval(), "standard", device).eval()
     analog.program(model, 3)
@@ -178,15 +184,7 @@ def test_standard_mapping_forward_is_bit_identical_with_and_without_kernels(devi
 
 
 def test_training_route_is_bit_identical_with_and_without_kernels(monkeypatch) -> None:
-    calls = {"dac_rows": 0, "row_scale": 0}
-    for name in calls:
-        fn = getattr(native, name)
-
-        def counted(*a, _fn=fn, _name=name, **k):
-            calls[_name] += 1
-            return _fn(*a, **k)
-
-        monkeypatch.setattr(native, name, counted)
+    calls = _count_calls(monkeypatch, "dac_rows", "row_scale")
     torch.manual_seed(0)
     model = analog.convert(_Mlp(), "standard", "pcm").train()
     x0 = torch.randn(9, 600)

@@ -14,6 +14,8 @@ import math
 import torch
 from torch import Tensor
 
+from cimkit.analog import native
+
 __all__ = [
     "abs_percentile",
     "adc_combine",
@@ -101,8 +103,6 @@ class _DynamicDacCodes(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: Tensor, levels: int):  # type: ignore[override]
-        from cimkit.analog import native
-
         q = torch.empty_like(x)
         r = native.dac_rows(x.view(x.shape[0], -1), q.view(x.shape[0], -1), levels)  # (B,)
         ctx.save_for_backward(r)
@@ -112,8 +112,6 @@ class _DynamicDacCodes(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, gq: Tensor, gr: Tensor | None):  # type: ignore[override]
-        from cimkit.analog import native
-
         (r,) = ctx.saved_tensors
         g2 = gq.reshape(gq.shape[0], -1)
         if native.usable(g2):
@@ -201,8 +199,6 @@ class _AdcCombineRK(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, codes, levels, r, k, inv, bias, saturated, in_place):  # type: ignore[override]
-        from cimkit.analog import native
-
         if in_place:
             y = native.col_scale(codes, r, k, inv, bias, native.COL_MUL_ADD if bias is not None else native.COL_MUL,
                                  out=codes)  # fmt: skip
@@ -218,8 +214,6 @@ class _AdcCombineRK(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, gy):  # type: ignore[override]
-        from cimkit.analog import native
-
         r, k, *rest = ctx.saved_tensors
         gz = gb = None
         gy = gy.contiguous()
@@ -239,8 +233,6 @@ def adc_combine_rk(z: Tensor, noise: Tensor | None, sigma: float, levels: int, r
     """:func:`adc_combine` with ``f = (r[:, None] * k[None, :]) * inv`` (``r`` (B,) or 0-d, ``k`` (N,),
     neither with a gradient), broadcast over the spatial dims of ``z`` (B, N, ...): through the
     native kernels when they apply (the same bits, no ``f`` tensor), else by building ``f``."""
-    from cimkit.analog import native
-
     if native.usable(z, noise, r, k, bias) and not (r.requires_grad or k.requires_grad):
         zd = z.detach()
         saturated = native.adc_codes(zd, noise, sigma, levels)

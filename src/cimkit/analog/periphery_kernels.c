@@ -32,8 +32,6 @@
 #include <pthread.h>
 #include <stdint.h>
 
-#define KERNEL_ABI 4
-
 typedef struct {
     const float *x; float *q; float *r; int64_t cols; float levels;
     const float *z; const float *noise; float *y; const float *k; const float *s; const float *b;
@@ -163,7 +161,7 @@ static inline __attribute__((always_inline)) void read_body(const args_t *r, int
 
 /* flat, in place; a row is a block of `cols` elements */
 static inline __attribute__((always_inline)) void codes_body(const args_t *a, int64_t r0, int64_t r1) {
-    const float L = a->adc_levels, sg = a->sigma;
+    const float L = a->adc_levels;
     int sat = 0;
     for (int64_t i = r0; i < r1; ++i) {
         float *restrict z = a->q + i * a->cols;
@@ -171,19 +169,13 @@ static inline __attribute__((always_inline)) void codes_body(const args_t *a, in
         const int64_t n = a->cols;
         if (nz) {
             for (int64_t j = 0; j < n; ++j) {
-                float v = fmaf(nz[j], sg, z[j]);
-                v = v < -L ? -L : v;
-                v = v > L ? L : v;
-                v = rintf(v);
+                const float v = adc_code(z[j], nz[j], a);
                 z[j] = v;
                 sat |= (v >= L) | (v <= -L);
             }
         } else {
             for (int64_t j = 0; j < n; ++j) {
-                float v = z[j];
-                v = v < -L ? -L : v;
-                v = v > L ? L : v;
-                v = rintf(v);
+                const float v = adc_code(z[j], 0.0f, a);
                 z[j] = v;
                 sat |= (v >= L) | (v <= -L);
             }
@@ -192,86 +184,52 @@ static inline __attribute__((always_inline)) void codes_body(const args_t *a, in
     if (sat) __atomic_store_n(a->saturated, 1, __ATOMIC_RELAXED);
 }
 
-/* y = op(c) for one row of spatial elements; `c` may be `y` itself (then through one pointer, so the
-   loop vectorizes) */
-static inline __attribute__((always_inline)) void cols_row(float *restrict y, const float *restrict c,
-                                                           const float *restrict code, int64_t s, float f,
-                                                           float bn, float L, int mode) {
-    if (mode == 0) {
-        for (int64_t j = 0; j < s; ++j) y[j] = c[j] * f;
-    } else if (mode == 1) {
-        for (int64_t j = 0; j < s; ++j) y[j] = c[j] * f + bn;
-    } else if (mode == 2) {
-        for (int64_t j = 0; j < s; ++j) y[j] = fmaf(c[j], f, bn);
-    } else {
-        for (int64_t j = 0; j < s; ++j) y[j] = ((code[j] > -L && code[j] < L) ? c[j] : 0.0f) * f;
-    }
+/* col_scale's four modes on one value c with factor f (module comment) */
+static inline __attribute__((always_inline)) float col_op(float c, float f, float bn, float code, float L, int mode) {
+    if (mode == 0) return c * f;
+    if (mode == 1) return c * f + bn;
+    if (mode == 2) return fmaf(c, f, bn);
+    return ((code > -L && code < L) ? c : 0.0f) * f;
 }
 
-static inline __attribute__((always_inline)) void cols_row_inplace(float *restrict y, const float *restrict code,
-                                                                   int64_t s, float f, float bn, float L, int mode) {
-    if (mode == 0) {
-        for (int64_t j = 0; j < s; ++j) y[j] = y[j] * f;
-    } else if (mode == 1) {
-        for (int64_t j = 0; j < s; ++j) y[j] = y[j] * f + bn;
-    } else if (mode == 2) {
-        for (int64_t j = 0; j < s; ++j) y[j] = fmaf(y[j], f, bn);
-    } else {
-        for (int64_t j = 0; j < s; ++j) y[j] = ((code[j] > -L && code[j] < L) ? y[j] : 0.0f) * f;
-    }
-}
-
-/* rows = (b, n) pairs; a row is the `inner` spatial elements of one output channel */
+/* rows = (b, n) pairs; a row is the `inner` spatial elements of one output channel. In place
+   (c == y) the loop goes through one pointer, so it vectorizes without an aliasing check. */
 static inline __attribute__((always_inline)) void cols_body(const args_t *a, int64_t r0, int64_t r1) {
     const int64_t s = a->inner, nc = a->cols;
+    const float L = a->adc_levels;
+    const int mode = a->mode;
     for (int64_t i = r0; i < r1; ++i) {
         const int64_t b = i / nc, n = i - b * nc;
         const float f = (a->r[b * a->r_stride] * a->k[n]) * a->inv;
         const float bn = a->b ? a->b[n] : 0.0f;
-        const float *code = a->codes ? a->codes + i * s : NULL;
-        if (a->x == a->q) cols_row_inplace(a->q + i * s, code, s, f, bn, a->adc_levels, a->mode);
-        else cols_row(a->q + i * s, a->x + i * s, code, s, f, bn, a->adc_levels, a->mode);
+        const float *code = a->codes ? a->codes + i * s : a->x + i * s;  /* read in mode 3 only */
+        float *restrict y = a->q + i * s;
+        if (a->x == a->q) {
+            for (int64_t j = 0; j < s; ++j) y[j] = col_op(y[j], f, bn, code[j], L, mode);
+        } else {
+            const float *restrict c = a->x + i * s;
+            for (int64_t j = 0; j < s; ++j) y[j] = col_op(c[j], f, bn, code[j], L, mode);
+        }
     }
 }
 
 /* no spatial dims (a linear layer): rows = samples b, f_n = (r_b * k_n) * inv along the row */
-static inline __attribute__((always_inline)) void lin_row(float *restrict y, const float *restrict c,
-                                                          const float *restrict code, const float *restrict k,
-                                                          const float *restrict bias, int64_t n, float rb,
-                                                          float inv, float L, int mode) {
-    if (mode == 0) {
-        for (int64_t j = 0; j < n; ++j) y[j] = c[j] * ((rb * k[j]) * inv);
-    } else if (mode == 1) {
-        for (int64_t j = 0; j < n; ++j) y[j] = c[j] * ((rb * k[j]) * inv) + bias[j];
-    } else if (mode == 2) {
-        for (int64_t j = 0; j < n; ++j) y[j] = fmaf(c[j], (rb * k[j]) * inv, bias[j]);
-    } else {
-        for (int64_t j = 0; j < n; ++j) y[j] = ((code[j] > -L && code[j] < L) ? c[j] : 0.0f) * ((rb * k[j]) * inv);
-    }
-}
-
-static inline __attribute__((always_inline)) void lin_row_inplace(float *restrict y, const float *restrict code,
-                                                                  const float *restrict k,
-                                                                  const float *restrict bias, int64_t n, float rb,
-                                                                  float inv, float L, int mode) {
-    if (mode == 0) {
-        for (int64_t j = 0; j < n; ++j) y[j] = y[j] * ((rb * k[j]) * inv);
-    } else if (mode == 1) {
-        for (int64_t j = 0; j < n; ++j) y[j] = y[j] * ((rb * k[j]) * inv) + bias[j];
-    } else if (mode == 2) {
-        for (int64_t j = 0; j < n; ++j) y[j] = fmaf(y[j], (rb * k[j]) * inv, bias[j]);
-    } else {
-        for (int64_t j = 0; j < n; ++j) y[j] = ((code[j] > -L && code[j] < L) ? y[j] : 0.0f) * ((rb * k[j]) * inv);
-    }
-}
-
 static inline __attribute__((always_inline)) void lin_body(const args_t *a, int64_t r0, int64_t r1) {
     const int64_t n = a->cols;
+    const float L = a->adc_levels, inv = a->inv;
+    const int mode = a->mode;
+    const float *restrict k = a->k;
     for (int64_t b = r0; b < r1; ++b) {
         const float rb = a->r[b * a->r_stride];
-        const float *code = a->codes ? a->codes + b * n : NULL;
-        if (a->x == a->q) lin_row_inplace(a->q + b * n, code, a->k, a->b, n, rb, a->inv, a->adc_levels, a->mode);
-        else lin_row(a->q + b * n, a->x + b * n, code, a->k, a->b, n, rb, a->inv, a->adc_levels, a->mode);
+        const float *code = a->codes ? a->codes + b * n : a->x + b * n;  /* read in mode 3 only */
+        const float *restrict bias = a->b ? a->b : k;  /* read in modes 1 and 2 only */
+        float *restrict y = a->q + b * n;
+        if (a->x == a->q) {
+            for (int64_t j = 0; j < n; ++j) y[j] = col_op(y[j], (rb * k[j]) * inv, bias[j], code[j], L, mode);
+        } else {
+            const float *restrict c = a->x + b * n;
+            for (int64_t j = 0; j < n; ++j) y[j] = col_op(c[j], (rb * k[j]) * inv, bias[j], code[j], L, mode);
+        }
     }
 }
 
@@ -354,8 +312,6 @@ static void run_rows(body_t f, const args_t *a, int64_t rows, int64_t elems_per_
 
 /* ------------------------------------------------------------------ exported */
 
-int cimkit_abi(void) { return KERNEL_ABI; }
-
 /* 1: the AVX2+FMA build runs, 0: the baseline build. force = 0 selects the baseline, 1 the AVX2
    build where the CPU has it (tests), -1 keeps the choice. */
 int cimkit_force_isa(int force) {
@@ -375,7 +331,7 @@ int cimkit_adc_codes(float *z, const float *noise, int64_t rows, int64_t cols, f
     args_t a = {0};
     int saturated = 0;
     a.q = z; a.noise = noise; a.rows = rows; a.cols = cols; a.sigma = sigma; a.adc_levels = levels;
-    a.saturated = &saturated;
+    a.has_noise = noise != NULL; a.has_adc = 1; a.saturated = &saturated;
     run_rows(avx2() ? codes_avx2 : codes_base, &a, rows, cols, threads);
     return saturated;
 }
