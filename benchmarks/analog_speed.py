@@ -23,7 +23,7 @@ PCMLikeNoiseModel drifted to 1 h, global compensation; aihwkit's own per-vector 
 scaling) for inference and for an HWA training step (additive weight noise: the torch tile has no
 PCM-noise modifier), and the ratio aihwkit / cimkit printed.
 
-    python benchmarks/analog_speed.py [--quick] [--out FILE] [--threads 1] [--batch 256] [--rounds 9]
+    python benchmarks/analog_speed.py [--quick] [--out FILE] [--threads 1] [--batch 256] [--rounds 21]
 
 Writes ``benchmarks/results/analog_speed.json`` (``--quick``: ``analog_speed.quick.json``).
 """
@@ -208,7 +208,7 @@ def bench_gpt(batch: int, seq: int, rounds: int, report: Report) -> None:
 def main(argv: list[str] | None = None) -> int:
     p = _bench.parser("analog_speed", __doc__)
     p.add_argument("--batch", type=int, default=256, help="batch of the image models")
-    p.add_argument("--rounds", type=int, default=9, help="timing rounds (median)")
+    p.add_argument("--rounds", type=int, default=21, help="timing rounds (median)")
     p.add_argument("--models", default="lenet5,vgg_small,char_gpt", help="comma-separated (char_gpt: batch 64 x 128)")
     args = p.parse_args(argv)
     _bench.setup(args)

@@ -183,6 +183,39 @@ def test_standard_mapping_forward_is_bit_identical_with_and_without_kernels(devi
     assert outs[0].abs().sum() > 0
 
 
+class _Cnn(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Conv2d(3, 8, 3, padding=1)  # 27 rows: one tile
+        self.b = nn.Conv2d(8, 6, 3, stride=2, bias=False)
+        self.c = nn.Conv2d(6, 5, 5)  # 150 rows
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.c(torch.relu(self.b(torch.relu(self.a(x)))))
+
+
+@pytest.mark.parametrize("device", ["pcm", "rram"])
+@pytest.mark.parametrize("route", ["grouped", "unfold"])  # the conv as a grouped conv, or unfold + matmul
+def test_one_tile_convolutions_are_bit_identical_with_and_without_kernels(isa: bool, device: str, route: str,
+                                                                         monkeypatch) -> None:  # fmt: skip
+    calls = _count_calls(monkeypatch, "dac_rows", "adc_codes", "col_scale")
+    torch.manual_seed(0)
+    model = analog.convert(_Cnn().eval(), analog.mapping_preset("standard", conv_route=route), device).eval()
+    x = torch.randn(4, 3, 21, 21)
+    outs = []
+    for on in (True, False):
+        prev = native.enable(on)
+        try:
+            analog.program(model, 3)  # the same chip and the same read- and output-noise streams
+            analog.drift(model, 3600.0)
+            with torch.no_grad():
+                outs.append(model(x))
+        finally:
+            native.enable(prev)
+    assert calls == {"dac_rows": 3, "adc_codes": 3, "col_scale": 3}  # each layer's DAC, ADC and epilogue
+    assert torch.equal(outs[0], outs[1]) and outs[0].abs().sum() > 0
+
+
 def test_training_route_is_bit_identical_with_and_without_kernels(monkeypatch) -> None:
     calls = _count_calls(monkeypatch, "dac_rows", "row_scale")
     torch.manual_seed(0)
@@ -205,6 +238,79 @@ def test_training_route_is_bit_identical_with_and_without_kernels(monkeypatch) -
     (y1, gx1, gp1), (y2, gx2, gp2) = results
     assert torch.equal(y1, y2) and torch.equal(gx1, gx2)
     assert len(gp1) == len(gp2) > 0 and all(torch.equal(a, b) for a, b in zip(gp1, gp2))
+
+
+def _device_variants() -> list[tuple[str, object]]:
+    from cimkit.analog.devices import DEVICES
+
+    pcm = DEVICES.get("pcm")
+    return [
+        ("pcm", pcm),  # programming noise, power-law drift, 1/f read noise
+        ("pcm, one programming coefficient", pcm.replace(prog_coeffs=(0.5,))),
+        ("pcm, constant read noise only", pcm.replace(read_noise_scale=0.0, read_noise_std=0.2)),
+        ("pcm, no read noise", pcm.replace(read_noise_scale=0.0)),
+        ("ideal", DEVICES.get("ideal")),
+    ]
+
+
+@pytest.mark.parametrize("variant", range(5), ids=[n for n, _ in _device_variants()])
+@pytest.mark.parametrize("n", [1, 13, 4096, 9000])  # within and across the kernel's 4096-element rows
+@pytest.mark.parametrize("fast", [True, False])  # normals from the noise table or fresh
+def test_device_read_stages_give_the_tensor_ops_bits(isa: bool, variant: int, n: int, fast: bool,
+                                                     monkeypatch) -> None:  # fmt: skip
+    from cimkit.analog.devices import sample_read
+
+    calls = _count_calls(monkeypatch, "device_read_a", "device_read_b", "device_read_c")
+    dev = _device_variants()[variant][1]
+    gt = torch.rand(2, n, generator=torch.Generator().manual_seed(n)) * dev.g_max  # (D, n) µS
+    gt[:, :2] = 0.0  # unprogrammed devices sit on the logarithms' floors
+    outs = []
+    for on in (True, False):
+        prev = native.enable(on)
+        try:
+            for t in (1.0, 86400.0, 3e7):
+                outs.append(sample_read(gt, dev, t, torch.Generator().manual_seed(7), fast=fast, workspace={}).clone())
+        finally:
+            native.enable(prev)
+    assert calls == {"device_read_a": 3, "device_read_b": 3, "device_read_c": 3}  # the kernels ran, once a stage
+    for a, b in zip(outs[:3], outs[3:]):
+        assert torch.equal(a, b)
+        assert bool((a >= 0).all())
+    assert not torch.equal(outs[0], outs[2]) or dev.is_ideal  # the read changes with time unless ideal
+
+
+def test_device_read_in_quadrature_stays_on_the_tensor_route(monkeypatch) -> None:
+    # PyTorch's float32 sqrt is not always correctly rounded: a 1/f read noise with a constant one
+    # added in quadrature is not fused
+    from cimkit.analog.devices import DEVICES, sample_read
+
+    calls = _count_calls(monkeypatch, "device_read_a")
+    dev = DEVICES.get("pcm").replace(read_noise_std=0.3)
+    g = sample_read(torch.rand(2, 500) * dev.g_max, dev, 3600.0, torch.Generator().manual_seed(0), fast=True)
+    assert calls == {"device_read_a": 0} and bool((g >= 0).all())
+
+
+def test_hwa_device_noise_step_is_bit_identical_with_and_without_kernels(monkeypatch) -> None:
+    calls = _count_calls(monkeypatch, "device_read_a")
+    torch.manual_seed(0)
+    model = analog.convert(_Mlp(), "standard", "pcm").train()
+    x = torch.randn(9, 600)
+    results = []
+    for on in (True, False):
+        prev = native.enable(on)
+        try:
+            analog.set_hwa(model, analog.HWAConfig(noise="device", seed=3))  # the same noise stream for both
+            for _, layer in analog.analog_layers(model):
+                layer.hwa_generator.manual_seed(11)
+            model.zero_grad()
+            y = model(x)
+            y.square().sum().backward()
+            results.append((y.detach(), [p.grad.clone() for p in model.parameters() if p.grad is not None]))
+        finally:
+            native.enable(prev)
+    assert calls == {"device_read_a": 3}  # one fused read per layer with the kernels on
+    (y1, g1), (y2, g2) = results
+    assert torch.equal(y1, y2) and len(g1) == len(g2) > 0 and all(torch.equal(a, b) for a, b in zip(g1, g2))
 
 
 @pytest.mark.parametrize("shape", [(16, 40), (6, 5, 7, 3)])  # a linear layer's (B, N); a conv's (B, N, H, W)

@@ -25,6 +25,7 @@ from enum import Enum
 import torch
 from torch import Tensor
 
+from cimkit.analog import native
 from cimkit.analog.periphery import gaussian_noise
 from cimkit.config import Config, check_range
 from cimkit.errors import ConfigError
@@ -454,13 +455,15 @@ def devices_at(state: DeviceState, dev: DeviceConfig, t: float) -> tuple[Tensor,
     return g, sigma
 
 
-def _buf(ws: dict[str, Tensor] | None, name: str, like: Tensor) -> Tensor:
-    """An uninitialised tensor shaped like ``like``, reused from the workspace ``ws`` when possible."""
-    if ws is None:
-        return torch.empty_like(like)
-    b = ws.get(name)
-    if b is None or b.shape != like.shape or b.dtype != like.dtype or b.device != like.device:
-        b = ws[name] = torch.empty_like(like)
+def _buf(ws: dict[str, Tensor] | None, name: str, like: Tensor, shape: tuple[int, ...] | None = None) -> Tensor:
+    """An uninitialised tensor shaped like ``like`` (or ``shape``, with its dtype and device), reused
+    from the workspace ``ws`` when possible."""
+    shape = tuple(like.shape) if shape is None else tuple(shape)
+    b = ws.get(name) if ws is not None else None
+    if b is None or tuple(b.shape) != shape or b.dtype != like.dtype or b.device != like.device:
+        b = torch.empty(shape, dtype=like.dtype, device=like.device)
+        if ws is not None:
+            ws[name] = b
     return b
 
 
@@ -496,53 +499,125 @@ def sample_read(
         g_mean, sigma = devices_at(state, dev, t)
         return torch.addcmul(g_mean, sigma, noise(g_mean.shape)).clamp_(min=0.0)
     # One table window for the (up to) three normals, the conductance constants folded into the
-    # polynomial and affine coefficients: few passes over the devices, few ops for small layers.
-    ws = workspace
+    # polynomial and affine coefficients, and the two logarithms (and the two exponentials) of
+    # the read-noise level and the drift exponent in one op over a two-plane buffer: few passes
+    # over the devices, few ops for small layers. With the native kernels the elementwise work
+    # between those two ops runs in three fused passes (:func:`_read_stages`).
     shape = g_target.shape
     n_draws = 1 + (dev.drift_model == DriftModel.POWER_LAW) + dev.has_read_noise
     z = noise((n_draws, *shape))
+    p = _read_params(dev, t)
+    planes = _buf(workspace, "planes", g_target, (p.has_q + p.drift, *shape))
+    g = _buf(workspace, "g", g_target)
+    if native.usable(g_target, z) and len(p.poly) <= native.MAX_POLY and p.std2 == 0.0:
+        _read_stages_native(g_target, z, g, planes, p)
+    else:
+        _read_stages(g_target, z, g, planes, p, workspace)
+    return g
+
+
+@dataclass(frozen=True)
+class _ReadParams:
+    """The float32 constants of :func:`sample_read`'s fast route (see :func:`_read_stages`)."""
+
+    poly: tuple[float, ...]  # programming-noise std (µS) as a polynomial in g (µS), c0 + c1 g + ...
+    has_q: bool  # conductance-dependent (1/f) read noise: a plane for its level
+    drift: bool  # power-law drift: a plane for the exponent
+    q_floor: float  # floors inside the two logarithms (µS)
+    d_floor: float
+    neg_e: float  # -read_q_exp
+    mu: tuple[float, float, float, float]  # drift exponent mean: slope, offset (in log µS), min, max
+    sig: tuple[float, float, float, float]  # and its std
+    neg_k: float  # -drift_scale * log((t + t0) / t0)
+    cap: float
+    read: bool  # read noise at all
+    value: float  # the read-noise factor of the last fused multiply-add
+    std2: float  # read_noise_std^2 added in quadrature (0: none)
+    std: float  # the constant read-noise std (µS) without the 1/f term
+
+
+def _read_params(dev: DeviceConfig, t: float) -> _ReadParams:
     g_max = dev.g_max
     # programming noise: sigma_p = max(0, poly(g / g_max) * g_max / g_ref * scale), Horner in g (µS)
     k = g_max / dev.prog_coeffs_g_ref * dev.prog_noise_scale
-    cs = [c * k / g_max**i for i, c in enumerate(dev.prog_coeffs)]
-    sig_p = _buf(ws, "sig_p", g_target)
+    poly = tuple(c * k / g_max**i for i, c in enumerate(dev.prog_coeffs))
+    # Q_s = min(q_max, coeff / max((g/g_max)^e, 1e-3)) = coeff g_max^e min(cap, g^-e), with
+    # g^-e = exp(-e log g); the 1e-12 g_max floor keeps log off its slow 0/-inf path and changes
+    # nothing, since the power is floored at 1e-3 anyway
+    has_q = dev.read_q_coeff * dev.read_noise_scale > 0.0 and dev.has_read_noise
+    e = dev.read_q_exp
+    value, std2 = 1.0, 0.0
+    if has_q:
+        acc = math.sqrt(math.log((t + dev.t0 + dev.t_read) / (2.0 * dev.t_read))) * dev.read_noise_scale
+        value = dev.read_q_coeff * g_max**e * acc
+        std2 = dev.read_noise_std**2 if dev.read_noise_std > 0.0 else 0.0
+    # drift: nu ~ N(mu, sig), both affine in log(g_t / g_max) and clipped; g *= ((t + t0) / t0)^(-|nu|)
+    log_gm = math.log(g_max)
+    drift = dev.drift_model == DriftModel.POWER_LAW
+    return _ReadParams(
+        poly=poly, has_q=has_q, drift=drift, q_floor=1e-12 * g_max, d_floor=_G_REL_MIN * g_max, neg_e=-e,
+        mu=(dev.nu_mu_slope, dev.nu_mu_offset - dev.nu_mu_slope * log_gm, dev.nu_mu_min, dev.nu_mu_max),
+        sig=(dev.nu_std_slope, dev.nu_std_offset - dev.nu_std_slope * log_gm, dev.nu_std_min, dev.nu_std_max),
+        neg_k=-dev.drift_scale * math.log((t + dev.t0) / dev.t0) if drift else 0.0,
+        cap=min(dev.read_q_max / dev.read_q_coeff, 1e3) / g_max**e if has_q else 0.0,
+        read=dev.has_read_noise, value=value, std2=std2, std=dev.read_noise_std,
+    )  # fmt: skip
+
+
+def _read_stages(g_t: Tensor, z: Tensor, g: Tensor, planes: Tensor, p: _ReadParams,
+                 ws: dict[str, Tensor] | None) -> None:  # fmt: skip
+    """The fast read as tensor ops, into ``g``: A (programmed g and the logs' arguments), log,
+    B (the exponents), exp, C (drift and read noise). ``z`` (draws, ...) holds the normals."""
+    iq, idr = 0, int(p.has_q)
+    sig_p = _buf(ws, "sig_p", g_t)
+    cs = p.poly
     if len(cs) == 1:
         sig_p.fill_(cs[0])
     else:
-        torch.mul(g_target, cs[-1], out=sig_p).add_(cs[-2])
+        torch.mul(g_t, cs[-1], out=sig_p).add_(cs[-2])
         for c in reversed(cs[:-2]):
-            sig_p.mul_(g_target).add_(c)
+            sig_p.mul_(g_t).add_(c)
     sig_p.clamp_(min=0.0)
-    g = torch.addcmul(g_target, sig_p, z[0], out=_buf(ws, "g", g_target)).clamp_(min=0.0)  # programmed
-    inv_q, q_scale = None, 1.0
-    if dev.read_q_coeff * dev.read_noise_scale > 0.0:
-        # Q_s = min(q_max, coeff / max((g/g_max)^e, 1e-3)) = coeff g_max^e min(cap, g^-e), with
-        # g^-e = exp(-e log g); the 1e-12 g_max floor keeps log off its slow 0/-inf path and changes
-        # nothing, since the power is floored at 1e-3 anyway
-        e = dev.read_q_exp
-        cap = min(dev.read_q_max / dev.read_q_coeff, 1e3) / g_max**e
-        inv_q = torch.clamp(g, min=1e-12 * g_max, out=sig_p)  # reuses sig_p's buffer
-        inv_q.log_().mul_(-e).exp_().clamp_(max=cap)  # Q_s / (coeff g_max^e)
-        q_scale = dev.read_q_coeff * g_max**e
-    if dev.drift_model == DriftModel.POWER_LAW:
-        # nu ~ N(mu, sig), both affine in log(g_t / g_max) and clipped; g *= ((t + t0) / t0)^(-|nu|)
-        log_g = torch.clamp(g_target, min=_G_REL_MIN * g_max, out=_buf(ws, "g_rel", g_target)).log_()
-        log_gm = math.log(g_max)
-        mu = torch.mul(log_g, dev.nu_mu_slope, out=_buf(ws, "mu", g_target))
-        mu.add_(dev.nu_mu_offset - dev.nu_mu_slope * log_gm).clamp_(dev.nu_mu_min, dev.nu_mu_max)
-        sig = log_g.mul_(dev.nu_std_slope).add_(dev.nu_std_offset - dev.nu_std_slope * log_gm)
-        sig.clamp_(dev.nu_std_min, dev.nu_std_max)
-        nu = mu.addcmul_(sig, z[1]).abs_()
-        g.mul_(nu.mul_(-dev.drift_scale * math.log((t + dev.t0) / dev.t0)).exp_())  # drifted
-    if dev.has_read_noise:
-        if inv_q is not None:
-            acc = math.sqrt(math.log((t + dev.t0 + dev.t_read) / (2.0 * dev.t_read))) * dev.read_noise_scale
-            sigma = inv_q.mul_(g)  # Q_s g / (coeff g_max^e)
-            value = q_scale * acc
-            if dev.read_noise_std > 0.0:
-                sigma = sigma.mul_(value).square_().add_(dev.read_noise_std**2).sqrt_()
+    torch.addcmul(g_t, sig_p, z[0], out=g).clamp_(min=0.0)  # programmed
+    if p.has_q:
+        torch.clamp(g, min=p.q_floor, out=planes[iq])
+    if p.drift:
+        torch.clamp(g_t, min=p.d_floor, out=planes[idr])
+    if planes.shape[0]:
+        planes.log_()
+    if p.has_q:
+        planes[iq].mul_(p.neg_e)
+    if p.drift:
+        log_g = planes[idr]
+        mu = torch.mul(log_g, p.mu[0], out=sig_p).add_(p.mu[1]).clamp_(p.mu[2], p.mu[3])
+        sig = log_g.mul_(p.sig[0]).add_(p.sig[1]).clamp_(p.sig[2], p.sig[3])
+        torch.mul(mu.addcmul_(sig, z[1]).abs_(), p.neg_k, out=log_g)
+    if planes.shape[0]:
+        planes.exp_()
+    if p.drift:
+        g.mul_(planes[idr])  # drifted
+    if p.read:
+        value = p.value
+        if p.has_q:
+            sigma = planes[iq].clamp_(max=p.cap).mul_(g)  # Q_s g / (coeff g_max^e)
+            if p.std2 > 0.0:
+                sigma = sigma.mul_(value).square_().add_(p.std2).sqrt_()
                 value = 1.0
         else:
-            sigma, value = _buf(ws, "sig_p", g_target).fill_(dev.read_noise_std), 1.0
+            sigma = sig_p.fill_(p.std)
         g.addcmul_(sigma, z[-1], value=value).clamp_(min=0.0)
-    return g
+
+
+def _read_stages_native(g_t: Tensor, z: Tensor, g: Tensor, planes: Tensor, p: _ReadParams) -> None:
+    """:func:`_read_stages` with the three elementwise stages as fused native passes (same bits)."""
+    lq = planes[0] if p.has_q else None
+    ld = planes[int(p.has_q)] if p.drift else None
+    z1 = z[1] if p.drift else None
+    z2 = z[-1] if p.read else None
+    native.device_read_a(g_t, z[0], g, lq, ld, p.poly, p.q_floor, p.d_floor)
+    if planes.shape[0]:
+        planes.log_()
+    native.device_read_b(lq, ld, z1, p.neg_e, p.mu, p.sig, p.neg_k)
+    if planes.shape[0]:
+        planes.exp_()
+    native.device_read_c(g, lq, ld, z2, p.cap, p.value, p.std, p.has_q)

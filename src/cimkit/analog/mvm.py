@@ -249,6 +249,17 @@ def _nograd_route(layer: AnalogLayer, chain: Chain, x: Tensor, a: Tensor, w_scal
             and not u_ps and native.usable(z, noise, x_full, bias_t)):  # fmt: skip
         layer._count_conversions(z5, n_planes)
         return _fused_adc(layer, chain, z, noise, adc_mult, w_scale, alpha, x_full, bias_t, bsz)
+    if (n_sp > 0 and _per_sample(x_full) and n_planes * g.n_tiles * layer.n_slices == 1 and chain.adc_on
+            and not chain.offset and not u_ps and native.usable(z, noise, x_full, bias_t)):  # fmt: skip
+        # a one-tile convolution: noise and ADC in one native pass, the digital factor
+        # (column coefficient x sample full scale) and the bias in another, in place; the same
+        # float32 operations as the tensor ops below
+        y = z5.reshape(bsz, g.n_out, *z5.shape[5:])  # (B, N, *sp): z itself, whichever conv route
+        native.adc_codes(y, noise, chain.out_noise * adc_mult, levels_adc)
+        layer._count_conversions(z5, n_planes)
+        coef = (digital_coef(layer, w_scale, alpha, plane_coef) * (1.0 / adc_mult)).reshape(g.n_out)  # (N,)
+        mode = native.COL_MUL_ADD if bias_t is not None else native.COL_MUL
+        return native.col_scale(y, x_full, coef.contiguous(), 1.0, bias_t, mode, out=y)
     if noise is not None:
         z.add_(noise, alpha=chain.out_noise * adc_mult)
     if chain.adc_on:

@@ -4,8 +4,9 @@ On the CPU the analog forward of a linear layer spends as long in memory-bound e
 around the matmul (DAC range and codes, output noise, ADC clamp and round, column and row scales,
 bias) as in the matmul itself. ``periphery_kernels.c`` does the DAC in one pass and the ADC with
 its whole digital epilogue in another (inference), the DAC codes, the ADC codes and the digital
-factor with their straight-through gradients (training), and a programmed chip's noisy read, with
-the same float32 operations in the same order as the tensor ops, so the results are bit-identical
+factor with their straight-through gradients (training), a programmed chip's noisy read, and the
+elementwise stages of a fresh device read for hardware-aware training's device noise, with the
+same float32 operations in the same order as the tensor ops, so the results are bit-identical
 (``tests/analog/test_native.py``).
 
 The C file is compiled on first use with the system C compiler (``$CC``, else ``cc``) into
@@ -33,8 +34,8 @@ import torch
 from torch import Tensor
 
 __all__ = [
-    "adc_codes", "adc_rows", "available", "col_scale", "dac_rows", "enable", "read_pairs", "row_scale", "status",
-    "usable",
+    "adc_codes", "adc_rows", "available", "col_scale", "dac_rows", "device_read_a", "device_read_b", "device_read_c",
+    "enable", "read_pairs", "row_scale", "status", "usable",
 ]
 
 log = logging.getLogger(__name__)
@@ -116,6 +117,8 @@ def _declare(lib: ctypes.CDLL) -> None:
     lib.cimkit_row_scale.restype = None
     lib.cimkit_read_pairs.argtypes = [p, p, p, p, i64, i64, i64, f32]
     lib.cimkit_read_pairs.restype = None
+    lib.cimkit_device_read.argtypes = [i32, p, p, p, p, p, p, p, i64, p, i32, p, i32]
+    lib.cimkit_device_read.restype = None
 
 
 def available() -> bool:
@@ -226,6 +229,47 @@ def read_pairs(g_mean: Tensor, g_sigma: Tensor, noise: Tensor, inv: float) -> Te
     a = torch.empty(s, *g_mean.shape[2:], dtype=g_mean.dtype)
     lib.cimkit_read_pairs(_ptr(g_mean), _ptr(g_sigma), _ptr(noise), _ptr(a), s, d, a[0].numel(), float(inv))
     return a
+
+
+MAX_POLY = 8  # coefficients of the programming-noise polynomial the device-read kernel takes
+
+
+def _device_read(stage: int, n: int, gt: Tensor | None = None, z0: Tensor | None = None, z1: Tensor | None = None,
+                 z2: Tensor | None = None, g: Tensor | None = None, lq: Tensor | None = None,
+                 ld: Tensor | None = None, poly: tuple[float, ...] = (), k: tuple[float, ...] = ()) -> None:  # fmt: skip
+    lib = _load()  # the caller checked usable() on flat contiguous float32 tensors of n elements
+    assert lib is not None and len(poly) <= MAX_POLY
+    consts = (ctypes.c_float * 18)(*k)  # float32, rounded to nearest as torch rounds a Python scalar
+    coefs = (ctypes.c_float * MAX_POLY)(*poly)
+    lib.cimkit_device_read(stage, _ptr(gt), _ptr(z0), _ptr(z1), _ptr(z2), _ptr(g), _ptr(lq), _ptr(ld), n, coefs,
+                           len(poly), consts, torch.get_num_threads())  # fmt: skip
+
+
+def device_read_a(g_t: Tensor, z0: Tensor, g: Tensor, lq: Tensor | None, ld: Tensor | None, poly: tuple[float, ...],
+                  q_floor: float, d_floor: float) -> None:  # fmt: skip
+    """Stage A of a fresh device read (µS), the same as ``g = addcmul(g_t, clamp(poly(g_t), min=0),
+    z0).clamp(min=0)``, ``lq = clamp(g, min=q_floor)``, ``ld = clamp(g_t, min=d_floor)`` (``poly``
+    by Horner's rule as :func:`cimkit.analog.devices._read_stages`)."""
+    _device_read(0, g_t.numel(), gt=g_t, z0=z0, g=g, lq=lq, ld=ld, poly=poly, k=(q_floor, d_floor))
+
+
+def device_read_b(lq: Tensor | None, ld: Tensor | None, z1: Tensor | None, neg_e: float,
+                  mu_c: tuple[float, float, float, float], sig_c: tuple[float, float, float, float],
+                  neg_k: float) -> None:  # fmt: skip
+    """Stage B, in place on the logarithms: ``lq *= neg_e``; ``ld = |fma(clamp(ld s1 + s0),
+    z1, clamp(ld m1 + m0))| * neg_k`` (drift exponents; ``mu_c``/``sig_c`` = slope, offset, min, max)."""
+    n = (lq if lq is not None else ld).numel() if (lq is not None or ld is not None) else 0
+    if n:
+        _device_read(1, n, z1=z1, lq=lq, ld=ld, k=(0.0, 0.0, neg_e, *mu_c, *sig_c, neg_k))
+
+
+def device_read_c(g: Tensor, lq: Tensor | None, ld: Tensor | None, z2: Tensor | None, cap: float, value: float,
+                  std: float, has_q: bool) -> None:  # fmt: skip
+    """Stage C, in place on ``g``: drift (``g *= ld``) and read noise (``z2``; none when None) with
+    std ``min(lq, cap) * g`` (``has_q``) or ``std``, as ``addcmul(g, sigma, z2, value=value)``;
+    then ``clamp(min=0)``."""
+    k = (0.0,) * 12 + (cap, value, 0.0, std, float(has_q), float(z2 is not None))
+    _device_read(2, g.numel(), z2=z2, g=g, lq=lq, ld=ld, k=k)
 
 
 def force_isa(avx2: bool | None) -> bool:

@@ -21,6 +21,13 @@
    read_pairs    one read of programmed conductances with read noise, to normalised weights A:
                    g_sdj = max(fma(sigma_sdj, noise_sdj, mean_sdj), 0)
                    A_sj  = (g_s0j - g_s1j) * inv   (a differential pair; one device: g_s0j * inv)
+   device_read_a/b/c  the three elementwise stages of a freshly programmed device's read (hardware-
+                 aware training's device noise), between which PyTorch takes the logarithms and the
+                 exponentials (cimkit.analog.devices._read_stages):
+                   A  g = max(fma(max(poly(g_t), 0), z0, g_t), 0); lq = max(g, q_floor); ld = max(g_t, d_floor)
+                   B  lq = lq * -e;  ld = |fma(clamp(ld s1 + s0), z1, clamp(ld m1 + m0))| * -k
+                   C  g = g * ld; sigma = min(lq, cap) * g (or sqrt((sigma v)^2 + std2), or std);
+                      g = max(fma(v * sigma, z2, g), 0)
 
    rint is round-half-to-even, as torch.round. No -ffast-math (-fno-trapping-math changes no value)
    and -ffp-contract=off: the only fused multiply-adds are the explicit fmaf, as in PyTorch's
@@ -38,7 +45,16 @@ typedef struct {
     int64_t rows, tiles; float sigma, adc_levels; int has_noise, has_adc;
     const float *gm, *gs; float *a; int64_t devs; float inv;
     int64_t inner, r_stride; int mode; const float *codes; int *saturated;
+    const struct dev_args *dv;
 } args_t;
+
+/* the device-read stages (flat tensors of n conductances; NULL planes are absent) */
+typedef struct dev_args {
+    const float *gt, *z0, *z1, *z2; float *g, *lq, *ld, *mu;
+    float c[8]; int nc; /* programming-noise std: c[0] + c[1] g + ... (Horner, as the tensor ops) */
+    float q_floor, d_floor, neg_e, m1, m0, m_lo, m_hi, s1, s0, s_lo, s_hi, neg_k;
+    float cap, value, std; int has_q, read;
+} dev_args_t;
 
 typedef void (*body_t)(const args_t *, int64_t, int64_t);
 
@@ -233,6 +249,92 @@ static inline __attribute__((always_inline)) void lin_body(const args_t *a, int6
     }
 }
 
+
+/* ------------------------------------------------------------------ device read stages */
+
+static inline __attribute__((always_inline)) float clamp_lo(float v, float lo) { return v < lo ? lo : v; }
+static inline __attribute__((always_inline)) float clamp_hi(float v, float hi) { return v > hi ? hi : v; }
+
+#define DEV_CHUNK 4096 /* elements per row of the row-parallel driver */
+
+/* stage A with a polynomial of `nc` coefficients (a constant where inlined, so the loop unrolls
+   Horner's rule and vectorizes) */
+static inline __attribute__((always_inline)) void deva_n(const args_t *a, int64_t r0, int64_t r1, const int nc) {
+    const dev_args_t *d = a->dv;
+    const int64_t i0 = r0 * DEV_CHUNK, i1 = r1 * DEV_CHUNK < a->cols ? r1 * DEV_CHUNK : a->cols;
+    const float *restrict gt = d->gt, *restrict z0 = d->z0;
+    float *restrict g = d->g, *restrict lq = d->lq, *restrict ld = d->ld;
+    float c[8];
+    for (int k = 0; k < 8; ++k) c[k] = d->c[k];
+    const float qf = d->q_floor, df = d->d_floor;
+    for (int64_t i = i0; i < i1; ++i) {
+        const float x = gt[i];
+        float sp;
+        if (nc <= 1) {
+            sp = c[0];
+        } else {
+            sp = x * c[nc - 1] + c[nc - 2];
+            for (int k = nc - 3; k >= 0; --k) sp = sp * x + c[k];
+        }
+        const float gi = clamp_lo(fmaf(clamp_lo(sp, 0.0f), z0[i], x), 0.0f);
+        g[i] = gi;
+        if (lq) lq[i] = clamp_lo(gi, qf);
+        if (ld) ld[i] = clamp_lo(x, df);
+    }
+}
+
+static inline __attribute__((always_inline)) void deva_body(const args_t *a, int64_t r0, int64_t r1) {
+    switch (a->dv->nc) {
+    case 1: deva_n(a, r0, r1, 1); break;
+    case 2: deva_n(a, r0, r1, 2); break;
+    case 3: deva_n(a, r0, r1, 3); break;
+    case 4: deva_n(a, r0, r1, 4); break;
+    default: deva_n(a, r0, r1, a->dv->nc); break;
+    }
+}
+
+static inline __attribute__((always_inline)) void devb_body(const args_t *a, int64_t r0, int64_t r1) {
+    const dev_args_t *d = a->dv;
+    const int64_t i0 = r0 * DEV_CHUNK, i1 = r1 * DEV_CHUNK < a->cols ? r1 * DEV_CHUNK : a->cols;
+    float *restrict lq = d->lq, *restrict ld = d->ld;
+    const float *restrict z1 = d->z1;
+    const float ne = d->neg_e, m1 = d->m1, m0 = d->m0, mlo = d->m_lo, mhi = d->m_hi;
+    const float s1 = d->s1, s0 = d->s0, slo = d->s_lo, shi = d->s_hi, nk = d->neg_k;
+    if (lq) for (int64_t i = i0; i < i1; ++i) lq[i] = lq[i] * ne;
+    if (ld) {
+        for (int64_t i = i0; i < i1; ++i) {
+            const float l = ld[i];
+            const float mu = clamp_hi(clamp_lo(l * m1 + m0, mlo), mhi);
+            const float sg = clamp_hi(clamp_lo(l * s1 + s0, slo), shi);
+            ld[i] = fabsf(fmaf(sg, z1[i], mu)) * nk;
+        }
+    }
+}
+
+static inline __attribute__((always_inline)) void devc_body(const args_t *a, int64_t r0, int64_t r1) {
+    const dev_args_t *d = a->dv;
+    const int64_t i0 = r0 * DEV_CHUNK, i1 = r1 * DEV_CHUNK < a->cols ? r1 * DEV_CHUNK : a->cols;
+    float *restrict g = d->g;
+    const float *restrict lq = d->lq, *restrict ld = d->ld, *restrict z2 = d->z2;
+    const float cap = d->cap, value = d->value, std = d->std;
+    const int read = d->read, has_q = d->has_q;
+    for (int64_t i = i0; i < i1; ++i) {
+        float gi = g[i];
+        if (ld) gi = gi * ld[i]; /* drifted */
+        if (read) {
+            float sigma, v = value;
+            if (has_q) {
+                sigma = clamp_hi(lq[i], cap) * gi;
+            } else {
+                sigma = std;
+                v = 1.0f;
+            }
+            gi = clamp_lo(fmaf(v * sigma, z2[i], gi), 0.0f);
+        }
+        g[i] = gi;
+    }
+}
+
 /* ------------------------------------------------------------------ the two builds */
 
 __attribute__((target("avx2,fma"))) static void dac_avx2(const args_t *a, int64_t r0, int64_t r1) {
@@ -263,6 +365,18 @@ static void lin_base(const args_t *a, int64_t r0, int64_t r1) { lin_body(a, r0, 
 static void dac_base(const args_t *a, int64_t r0, int64_t r1) { dac_body(a, r0, r1); }
 static void read_base(const args_t *a, int64_t r0, int64_t r1) { read_body(a, r0, r1); }
 static void adc_base(const args_t *a, int64_t r0, int64_t r1) { adc_body(a, r0, r1); }
+__attribute__((target("avx2,fma"))) static void deva_avx2(const args_t *a, int64_t r0, int64_t r1) {
+    deva_body(a, r0, r1);
+}
+static void deva_base(const args_t *a, int64_t r0, int64_t r1) { deva_body(a, r0, r1); }
+__attribute__((target("avx2,fma"))) static void devb_avx2(const args_t *a, int64_t r0, int64_t r1) {
+    devb_body(a, r0, r1);
+}
+static void devb_base(const args_t *a, int64_t r0, int64_t r1) { devb_body(a, r0, r1); }
+__attribute__((target("avx2,fma"))) static void devc_avx2(const args_t *a, int64_t r0, int64_t r1) {
+    devc_body(a, r0, r1);
+}
+static void devc_base(const args_t *a, int64_t r0, int64_t r1) { devc_body(a, r0, r1); }
 
 static int use_avx2 = -1; /* -1: not chosen yet; cimkit_force_isa overrides (tests) */
 
@@ -371,4 +485,22 @@ void cimkit_read_pairs(const float *gm, const float *gs, const float *nz, float 
     args_t r = {0};
     r.gm = gm; r.gs = gs; r.noise = nz; r.a = a; r.devs = devs; r.cols = m; r.inv = inv;
     (avx2() ? read_avx2 : read_base)(&r, 0, slices);
+}
+
+/* the device-read stages over n conductances; `stage` 0, 1, 2 = A, B, C (see the top comment) */
+void cimkit_device_read(int stage, const float *gt, const float *z0, const float *z1, const float *z2, float *g,
+                        float *lq, float *ld, int64_t n, const float *c, int nc, const float *k, int threads) {
+    dev_args_t d = {0};
+    d.gt = gt; d.z0 = z0; d.z1 = z1; d.z2 = z2; d.g = g; d.lq = lq; d.ld = ld;
+    d.nc = nc < 0 ? 0 : (nc > 8 ? 8 : nc);
+    for (int i = 0; i < d.nc; ++i) d.c[i] = c[i];
+    d.q_floor = k[0]; d.d_floor = k[1]; d.neg_e = k[2]; d.m1 = k[3]; d.m0 = k[4]; d.m_lo = k[5]; d.m_hi = k[6];
+    d.s1 = k[7]; d.s0 = k[8]; d.s_lo = k[9]; d.s_hi = k[10]; d.neg_k = k[11]; d.cap = k[12]; d.value = k[13];
+    d.std = k[15]; d.has_q = k[16] != 0.0f; d.read = k[17] != 0.0f;
+    args_t a = {0};
+    a.dv = &d; a.cols = n;
+    const int64_t rows = (n + DEV_CHUNK - 1) / DEV_CHUNK;
+    body_t f = stage == 0 ? (avx2() ? deva_avx2 : deva_base)
+             : stage == 1 ? (avx2() ? devb_avx2 : devb_base) : (avx2() ? devc_avx2 : devc_base);
+    run_rows(f, &a, rows, DEV_CHUNK, threads);
 }
