@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from cimkit.analog import native
+from cimkit import native
 from cimkit.analog.cells import a_from_g, compensation_factor, readout
 from cimkit.analog.devices import DeviceConfig, DeviceState, devices_at, ir_drop_factor, program_devices
 from cimkit.analog.mapping import Compensation, MappingConfig, WeightPair

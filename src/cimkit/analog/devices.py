@@ -25,7 +25,7 @@ from enum import Enum
 import torch
 from torch import Tensor
 
-from cimkit.analog import native
+from cimkit import native
 from cimkit.analog.periphery import gaussian_noise
 from cimkit.config import Config, check_range
 from cimkit.errors import ConfigError

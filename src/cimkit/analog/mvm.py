@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from cimkit.analog import native
+from cimkit import native
 from cimkit.analog.cells import fold_tiles, offset_per_unit
 from cimkit.analog.mapping import RangeMode, WeightPair
 from cimkit.analog.periphery import (
@@ -304,7 +304,7 @@ def _fused_adc(layer: AnalogLayer, chain: Chain, z: Tensor, noise: Tensor | None
                w_scale: Tensor, alpha: Tensor | None, x_full: Tensor, bias: Tensor | None,
                bsz: int) -> Tensor:  # fmt: skip
     """The ADC and digital epilogue of a linear layer with a per-sample DAC range in one pass
-    (:func:`cimkit.analog.native.adc_rows`): the same float32 operations as the tensor ops of
+    (:func:`cimkit.native.adc_rows`): the same float32 operations as the tensor ops of
     :func:`_nograd_route`, so the same bits for up to 4 row tiles. With more tiles PyTorch's own
     sum over tiles changes order with the CPU's vector width; the kernel always sums in tile order."""
     g = layer.geometry

@@ -14,7 +14,7 @@ import math
 import torch
 from torch import Tensor
 
-from cimkit.analog import native
+from cimkit import native
 
 __all__ = [
     "abs_percentile",
@@ -97,7 +97,7 @@ def range_quantize(
 
 
 class _DynamicDacCodes(torch.autograd.Function):
-    """Per-sample abs-max DAC codes in one native pass (:func:`cimkit.analog.native.dac_rows`);
+    """Per-sample abs-max DAC codes in one native pass (:func:`cimkit.native.dac_rows`);
     the gradient is the STE's ``levels / r`` per sample (nothing clips), as :class:`_RangeQuant`
     with ``out='codes', clip=False`` gives it, to the bit. Saves only the ranges."""
 
@@ -122,7 +122,7 @@ class _DynamicDacCodes(torch.autograd.Function):
 def dynamic_dac_codes(x: Tensor, levels: int) -> tuple[Tensor, Tensor]:
     """Differentiable per-sample abs-max DAC: integer codes like ``x`` and the ranges ``r`` (B,),
     the same as ``r = max|x_b|`` (at least 1e-12) and ``range_quantize(x, r, levels, out='codes',
-    clip=False)``. Needs the native kernels (:func:`cimkit.analog.native.usable`)."""
+    clip=False)``. Needs the native kernels (:func:`cimkit.native.usable`)."""
     return _DynamicDacCodes.apply(x, levels)
 
 

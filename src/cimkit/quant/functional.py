@@ -27,6 +27,7 @@ import math
 import torch
 from torch import Tensor
 
+from cimkit import native
 from cimkit.errors import ConfigError
 
 EPS = 1e-8  # smallest scale: an all-zero tensor still gets a finite grid
@@ -194,6 +195,8 @@ def fake_quantize(
         # inference: the forward of _FakeQuant (same ops, same order: the same values) on one fresh
         # tensor, without the straight-through mask that only a backward pass would read; a zero
         # zero point (symmetric grids, most activations) skips its add and subtract
+        if s.numel() == 1 and z.numel() == 1 and native.usable(x, s, z):  # one fused pass (the same bits)
+            return native.fake_quant(x, float(s), float(z), qmin, qmax)
         if zero_point is None or not bool(z.any()):
             return torch.div(x, s).round_().clamp_(qmin, qmax).mul_(s)
         return torch.div(x, s).round_().add_(z).clamp_(qmin, qmax).sub_(z).mul_(s)

@@ -2,7 +2,7 @@
 
 On the CPU the analog forward of a linear layer spends as long in memory-bound elementwise passes
 around the matmul (DAC range and codes, output noise, ADC clamp and round, column and row scales,
-bias) as in the matmul itself. ``periphery_kernels.c`` does the DAC in one pass and the ADC with
+bias) as in the matmul itself. ``kernels.c`` does the DAC in one pass and the ADC with
 its whole digital epilogue in another (inference), the DAC codes, the ADC codes and the digital
 factor with their straight-through gradients (training), a programmed chip's noisy read, and the
 elementwise stages of a fresh device read for hardware-aware training's device noise, with the
@@ -35,12 +35,12 @@ from torch import Tensor
 
 __all__ = [
     "adc_codes", "adc_rows", "available", "col_scale", "dac_rows", "device_read_a", "device_read_b", "device_read_c",
-    "enable", "read_pairs", "row_scale", "status", "usable",
+    "enable", "fake_quant", "read_pairs", "row_scale", "status", "usable",
 ]
 
 log = logging.getLogger(__name__)
 
-_SOURCE = Path(__file__).with_name("periphery_kernels.c")
+_SOURCE = Path(__file__).with_name("kernels.c")
 _FLAGS = ["-O3", "-shared", "-fPIC", "-ffp-contract=off", "-fno-math-errno", "-fno-trapping-math", "-fno-strict-aliasing",
           "-pthread"]
 _lock = threading.Lock()
@@ -65,7 +65,7 @@ def _build(cc: str, src: bytes) -> Path:
         return lib
     out_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     with tempfile.TemporaryDirectory(dir=out_dir) as tmp:
-        c_file = Path(tmp) / "periphery_kernels.c"
+        c_file = Path(tmp) / "kernels.c"
         c_file.write_bytes(src)
         so = Path(tmp) / "lib.so"
         proc = subprocess.run([cc, *_FLAGS, "-o", str(so), str(c_file)], capture_output=True, text=True,
@@ -119,6 +119,8 @@ def _declare(lib: ctypes.CDLL) -> None:
     lib.cimkit_read_pairs.restype = None
     lib.cimkit_device_read.argtypes = [i32, p, p, p, p, p, p, p, i64, p, i32, p, i32]
     lib.cimkit_device_read.restype = None
+    lib.cimkit_fake_quant.argtypes = [p, p, i64, f32, f32, f32, f32, i32]
+    lib.cimkit_fake_quant.restype = None
 
 
 def available() -> bool:
@@ -130,7 +132,7 @@ def status() -> str:
     """One line: which kernels run (``native (avx2+fma)``, or why the PyTorch route runs)."""
     lib = _load()
     if lib is not None and not _enabled[0]:
-        return f"pytorch (switched off by cimkit.analog.native.enable(False); kernels {_state['why']})"
+        return f"pytorch (switched off by cimkit.native.enable(False); kernels {_state['why']})"
     return f"native ({_state['why']})" if lib is not None else f"pytorch ({_state['why']})"
 
 
@@ -175,7 +177,7 @@ def adc_codes(z: Tensor, noise: Tensor | None, sigma: float, levels: int) -> boo
                                      float(levels), torch.get_num_threads()))  # fmt: skip
 
 
-COL_MUL, COL_MUL_ADD, COL_FMA, COL_STE = 0, 1, 2, 3  # col_scale modes (periphery_kernels.c)
+COL_MUL, COL_MUL_ADD, COL_FMA, COL_STE = 0, 1, 2, 3  # col_scale modes (kernels.c)
 
 
 def col_scale(c: Tensor, r: Tensor, k: Tensor, inv: float, bias: Tensor | None, mode: int,
@@ -270,6 +272,18 @@ def device_read_c(g: Tensor, lq: Tensor | None, ld: Tensor | None, z2: Tensor | 
     then ``clamp(min=0)``."""
     k = (0.0,) * 12 + (cap, value, 0.0, std, float(has_q), float(z2 is not None))
     _device_read(2, g.numel(), z2=z2, g=g, lq=lq, ld=ld, k=k)
+
+
+def fake_quant(x: Tensor, scale: float, zero_point: float, qmin: int, qmax: int) -> Tensor:
+    """Quantize and dequantize with one scale and zero point in one pass, into a new tensor: the
+    same as ``torch.div(x, scale).round_().add_(zero_point).clamp_(qmin, qmax).sub_(zero_point)
+    .mul_(scale)`` (without the add and subtract for a zero zero point)."""
+    lib = _load()
+    assert lib is not None and x.is_contiguous()
+    y = torch.empty_like(x)
+    lib.cimkit_fake_quant(_ptr(x), _ptr(y), x.numel(), float(scale), float(zero_point), float(qmin), float(qmax),
+                          torch.get_num_threads())  # fmt: skip
+    return y
 
 
 def force_isa(avx2: bool | None) -> bool:

@@ -1,4 +1,4 @@
-"""The fused CPU kernels of no-grad analog inference give the PyTorch route's bits."""
+"""The fused CPU kernels (analog periphery, device reads, quantized inference) give the PyTorch route's bits."""
 
 from __future__ import annotations
 
@@ -10,8 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from cimkit import analog
-from cimkit.analog import native
+from cimkit import analog, native
 
 # skipped only where no kernels can be built (no compiler, another platform, switched off); a build
 # that fails where a compiler exists fails these tests
@@ -347,8 +346,50 @@ def test_training_adc_matches_the_tensor_ops(isa: bool, shape, scale: float, bia
         assert bool((gz1 == 0).any())  # saturated codes pass no gradient
 
 
+@pytest.mark.parametrize("n", [1, 9, 4096, 4099, 20000])
+@pytest.mark.parametrize("scale", [0.0371, 1e-3])
+@pytest.mark.parametrize("zp", [0.0, 137.0])  # a symmetric grid, an unsigned grid for signed values
+def test_fake_quant_equals_torch_ops(isa: bool, n: int, scale: float, zp: float) -> None:
+    from cimkit.quant.functional import fake_quantize
+
+    x = torch.randn(n, generator=torch.Generator().manual_seed(n)) * 7.0
+    x[: min(n, 3)] = torch.tensor([float("nan"), float("inf"), 2.5 * scale])[: min(n, 3)]  # NaN, clipped, a tie
+    s, z = torch.tensor(scale), torch.tensor(zp)
+    lo, hi = (-128, 127) if zp == 0 else (0, 255)
+    if zp == 0:
+        ref = torch.div(x, s).round_().clamp_(lo, hi).mul_(s)
+    else:
+        ref = torch.div(x, s).round_().add_(z).clamp_(lo, hi).sub_(z).mul_(s)
+    torch.testing.assert_close(native.fake_quant(x, scale, zp, lo, hi), ref, rtol=0, atol=0, equal_nan=True)
+    with torch.no_grad():  # quant's inference route takes the kernel for one scale and zero point
+        out = fake_quantize(x, s, z if zp else None, lo, hi)
+    torch.testing.assert_close(out, ref, rtol=0, atol=0, equal_nan=True)
+
+
+def test_quantized_analog_model_is_bit_identical_with_and_without_kernels(monkeypatch) -> None:
+    from cimkit.quant import QuantConfig, calibrate, quantize_
+
+    calls = _count_calls(monkeypatch, "fake_quant")
+    torch.manual_seed(0)
+    quant = quantize_(_Cnn().eval(), QuantConfig(w_bits=4, a_bits=8))
+    calibrate(quant, [torch.randn(4, 3, 21, 21) for _ in range(2)])
+    model = analog.convert(quant, "standard", "pcm").eval()
+    x = torch.randn(4, 3, 21, 21)
+    outs = []
+    for on in (True, False):
+        prev = native.enable(on)
+        try:
+            analog.program(model, 3)
+            with torch.no_grad():
+                outs.append(model(x))
+        finally:
+            native.enable(prev)
+    assert calls == {"fake_quant": 3}  # each layer's activation quantizer (the first one asymmetric)
+    assert torch.equal(outs[0], outs[1]) and outs[0].abs().sum() > 0
+
+
 def test_without_a_compiler_the_pytorch_route_runs(tmp_path) -> None:
-    code = ("from cimkit.analog import native; import cimkit.analog as a, torch; "
+    code = ("from cimkit import native; import cimkit.analog as a, torch; "
             "print(native.status()); assert not native.available(); "
             "m = a.convert(torch.nn.Sequential(torch.nn.Linear(8, 4)), 'standard', 'pcm').eval(); "
             "print(tuple(m(torch.randn(3, 8)).shape))")  # fmt: skip
@@ -363,7 +404,7 @@ def test_without_a_compiler_the_pytorch_route_runs(tmp_path) -> None:
 
 
 def test_kernels_build_into_a_fresh_folder(tmp_path) -> None:
-    code = "from cimkit.analog import native; print(native.status())"
+    code = "from cimkit import native; print(native.status())"
     env = {**os.environ, "CIMKIT_NATIVE_DIR": str(tmp_path / "k")}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and out.stdout.startswith("native ("), out.stdout + out.stderr

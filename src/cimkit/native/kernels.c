@@ -1,5 +1,5 @@
-/* Fused CPU kernels of the analog forward and its gradients (cimkit.analog.native builds and loads
-   them).
+/* Fused CPU kernels of the analog forward and its gradients, and of quantized inference
+   (cimkit.native builds and loads them).
 
    Each kernel does in one pass over memory what the PyTorch route does in several elementwise
    passes, with the same float32 operations in the same order, so both routes give bit-identical
@@ -29,6 +29,10 @@
                    C  g = g * ld; sigma = min(lq, cap) * g (or sqrt((sigma v)^2 + std2), or std);
                       g = max(fma(v * sigma, z2, g), 0)
 
+   fake_quant    quantized inference with one scale s and zero point z:
+                   y = clamp(rint(x / s), qmin, qmax) * s   (z = 0)
+                   y = (clamp(rint(x / s) + z, qmin, qmax) - z) * s
+
    rint is round-half-to-even, as torch.round. No -ffast-math (-fno-trapping-math changes no value)
    and -ffp-contract=off: the only fused multiply-adds are the explicit fmaf, as in PyTorch's
    vectorized add(alpha=) and addcmul. Two builds of every loop, chosen once at load: AVX2+FMA, and
@@ -46,6 +50,7 @@ typedef struct {
     const float *gm, *gs; float *a; int64_t devs; float inv;
     int64_t inner, r_stride; int mode; const float *codes; int *saturated;
     const struct dev_args *dv;
+    float scale, qmin, qmax, zp;
 } args_t;
 
 /* the device-read stages (flat tensors of n conductances; NULL planes are absent) */
@@ -335,6 +340,20 @@ static inline __attribute__((always_inline)) void devc_body(const args_t *a, int
     }
 }
 
+/* ------------------------------------------------------------------ quantized inference */
+
+static inline __attribute__((always_inline)) void fq_body(const args_t *a, int64_t r0, int64_t r1) {
+    const int64_t i0 = r0 * DEV_CHUNK, i1 = r1 * DEV_CHUNK < a->cols ? r1 * DEV_CHUNK : a->cols;
+    const float *restrict x = a->x;
+    float *restrict y = a->q;
+    const float s = a->scale, lo = a->qmin, hi = a->qmax, z = a->zp;
+    if (z == 0.0f) {
+        for (int64_t i = i0; i < i1; ++i) y[i] = clamp_hi(clamp_lo(rintf(x[i] / s), lo), hi) * s;
+    } else {
+        for (int64_t i = i0; i < i1; ++i) y[i] = (clamp_hi(clamp_lo(rintf(x[i] / s) + z, lo), hi) - z) * s;
+    }
+}
+
 /* ------------------------------------------------------------------ the two builds */
 
 __attribute__((target("avx2,fma"))) static void dac_avx2(const args_t *a, int64_t r0, int64_t r1) {
@@ -377,6 +396,10 @@ __attribute__((target("avx2,fma"))) static void devc_avx2(const args_t *a, int64
     devc_body(a, r0, r1);
 }
 static void devc_base(const args_t *a, int64_t r0, int64_t r1) { devc_body(a, r0, r1); }
+__attribute__((target("avx2,fma"))) static void fq_avx2(const args_t *a, int64_t r0, int64_t r1) {
+    fq_body(a, r0, r1);
+}
+static void fq_base(const args_t *a, int64_t r0, int64_t r1) { fq_body(a, r0, r1); }
 
 static int use_avx2 = -1; /* -1: not chosen yet; cimkit_force_isa overrides (tests) */
 
@@ -503,4 +526,12 @@ void cimkit_device_read(int stage, const float *gt, const float *z0, const float
     body_t f = stage == 0 ? (avx2() ? deva_avx2 : deva_base)
              : stage == 1 ? (avx2() ? devb_avx2 : devb_base) : (avx2() ? devc_avx2 : devc_base);
     run_rows(f, &a, rows, DEV_CHUNK, threads);
+}
+
+/* x, y: n elements (y may be x) */
+void cimkit_fake_quant(const float *x, float *y, int64_t n, float scale, float zp, float qmin, float qmax,
+                       int threads) {
+    args_t a = {0};
+    a.x = x; a.q = y; a.cols = n; a.scale = scale; a.zp = zp; a.qmin = qmin; a.qmax = qmax;
+    run_rows(avx2() ? fq_avx2 : fq_base, &a, (n + DEV_CHUNK - 1) / DEV_CHUNK, DEV_CHUNK, threads);
 }
