@@ -1,13 +1,16 @@
-"""Fused CPU kernels for the analog forward and its gradients (optional; same bits as the tensor ops).
+"""Fused CPU kernels for the analog forward and its gradients and for quantized inference
+(optional; same bits as the tensor ops). A layer below :mod:`cimkit.quant` and :mod:`cimkit.analog`:
+it imports nothing of cimkit.
 
 On the CPU the analog forward of a linear layer spends as long in memory-bound elementwise passes
 around the matmul (DAC range and codes, output noise, ADC clamp and round, column and row scales,
 bias) as in the matmul itself. ``kernels.c`` does the DAC in one pass and the ADC with
 its whole digital epilogue in another (inference), the DAC codes, the ADC codes and the digital
 factor with their straight-through gradients (training), a programmed chip's noisy read, and the
-elementwise stages of a fresh device read for hardware-aware training's device noise, with the
-same float32 operations in the same order as the tensor ops, so the results are bit-identical
-(``tests/analog/test_native.py``).
+elementwise stages of a fresh device read for hardware-aware training's device noise; and
+quantized inference's quantize-dequantize with one scale in one pass. All use the same float32
+operations in the same order as the tensor ops, so the results are bit-identical
+(``tests/test_native.py``).
 
 The C file is compiled on first use with the system C compiler (``$CC``, else ``cc``) into
 ``$CIMKIT_NATIVE_DIR`` (default ``$XDG_CACHE_HOME/cimkit/native``, i.e. ``~/.cache/cimkit/native``),

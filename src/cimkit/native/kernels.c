@@ -3,7 +3,7 @@
 
    Each kernel does in one pass over memory what the PyTorch route does in several elementwise
    passes, with the same float32 operations in the same order, so both routes give bit-identical
-   results (tests/analog/test_native.py):
+   results (tests/test_native.py):
 
    dac_rows      per-row abs-max DAC range and codes:
                    r_i = max(max_j |x_ij|, 1e-12)   (NaN when the row holds a NaN)
