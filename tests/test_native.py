@@ -408,4 +408,4 @@ def test_kernels_build_into_a_fresh_folder(tmp_path) -> None:
     env = {**os.environ, "CIMKIT_NATIVE_DIR": str(tmp_path / "k")}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and out.stdout.startswith("native ("), out.stdout + out.stderr
-    assert len(list((tmp_path / "k").glob("periphery-*.so"))) == 1
+    assert len(list((tmp_path / "k").glob("kernels-*.so"))) == 1

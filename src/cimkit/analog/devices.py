@@ -518,7 +518,8 @@ def sample_read(
 
 @dataclass(frozen=True)
 class _ReadParams:
-    """The float32 constants of :func:`sample_read`'s fast route (see :func:`_read_stages`)."""
+    """The constants of :func:`sample_read`'s fast route (see :func:`_read_stages`); the tensor ops
+    and the native kernels both round them to float32 where they use them."""
 
     poly: tuple[float, ...]  # programming-noise std (µS) as a polynomial in g (µS), c0 + c1 g + ...
     has_q: bool  # conductance-dependent (1/f) read noise: a plane for its level

@@ -63,7 +63,7 @@ def _build(cc: str, src: bytes) -> Path:
     """Compile the kernels (once per source, flags and compiler) and return the library's path."""
     key = hashlib.sha256(src + " ".join([cc, *_FLAGS]).encode()).hexdigest()[:16]
     out_dir = _cache_dir()
-    lib = out_dir / f"periphery-{key}.so"
+    lib = out_dir / f"kernels-{key}.so"
     if lib.is_file():
         return lib
     out_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
