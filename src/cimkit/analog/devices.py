@@ -618,7 +618,6 @@ def _read_stages_native(g_t: Tensor, z: Tensor, g: Tensor, planes: Tensor, p: _R
     native.device_read_a(g_t, z[0], g, lq, ld, p.poly, p.q_floor, p.d_floor)
     if planes.shape[0]:
         planes.log_()
-    native.device_read_b(lq, ld, z1, p.neg_e, p.mu, p.sig, p.neg_k)
-    if planes.shape[0]:
+        native.device_read_b(lq, ld, z1, p.neg_e, p.mu, p.sig, p.neg_k)
         planes.exp_()
     native.device_read_c(g, lq, ld, z2, p.cap, p.value, p.std, p.has_q)

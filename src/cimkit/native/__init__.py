@@ -263,9 +263,8 @@ def device_read_b(lq: Tensor | None, ld: Tensor | None, z1: Tensor | None, neg_e
                   neg_k: float) -> None:  # fmt: skip
     """Stage B, in place on the logarithms: ``lq *= neg_e``; ``ld = |fma(clamp(ld s1 + s0),
     z1, clamp(ld m1 + m0))| * neg_k`` (drift exponents; ``mu_c``/``sig_c`` = slope, offset, min, max)."""
-    n = (lq if lq is not None else ld).numel() if (lq is not None or ld is not None) else 0
-    if n:
-        _device_read(1, n, z1=z1, lq=lq, ld=ld, k=(0.0, 0.0, neg_e, *mu_c, *sig_c, neg_k))
+    n = (lq if lq is not None else ld).numel()  # at least one plane: the caller skips this stage without
+    _device_read(1, n, z1=z1, lq=lq, ld=ld, k=(0.0, 0.0, neg_e, *mu_c, *sig_c, neg_k))
 
 
 def device_read_c(g: Tensor, lq: Tensor | None, ld: Tensor | None, z2: Tensor | None, cap: float, value: float,
@@ -273,7 +272,7 @@ def device_read_c(g: Tensor, lq: Tensor | None, ld: Tensor | None, z2: Tensor | 
     """Stage C, in place on ``g``: drift (``g *= ld``) and read noise (``z2``; none when None) with
     std ``min(lq, cap) * g`` (``has_q``) or ``std``, as ``addcmul(g, sigma, z2, value=value)``;
     then ``clamp(min=0)``."""
-    k = (0.0,) * 12 + (cap, value, 0.0, std, float(has_q), float(z2 is not None))
+    k = (0.0,) * 12 + (cap, value, 0.0, std, float(has_q), float(z2 is not None))  # k[14]: unused
     _device_read(2, g.numel(), z2=z2, g=g, lq=lq, ld=ld, k=k)
 
 

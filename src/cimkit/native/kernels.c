@@ -26,8 +26,9 @@
                  exponentials (cimkit.analog.devices._read_stages):
                    A  g = max(fma(max(poly(g_t), 0), z0, g_t), 0); lq = max(g, q_floor); ld = max(g_t, d_floor)
                    B  lq = lq * -e;  ld = |fma(clamp(ld s1 + s0), z1, clamp(ld m1 + m0))| * -k
-                   C  g = g * ld; sigma = min(lq, cap) * g (or sqrt((sigma v)^2 + std2), or std);
-                      g = max(fma(v * sigma, z2, g), 0)
+                   C  g = g * ld; sigma = min(lq, cap) * g (or std); g = max(fma(v * sigma, z2, g), 0)
+                 (PyTorch's float32 sqrt is not always correctly rounded, so a 1/f read noise added in
+                 quadrature to a constant one stays on the tensor route)
 
    fake_quant    quantized inference with one scale s and zero point z:
                    y = clamp(rint(x / s), qmin, qmax) * s   (z = 0)
@@ -58,7 +59,7 @@ typedef struct dev_args {
     const float *gt, *z0, *z1, *z2; float *g, *lq, *ld, *mu;
     float c[8]; int nc; /* programming-noise std: c[0] + c[1] g + ... (Horner, as the tensor ops) */
     float q_floor, d_floor, neg_e, m1, m0, m_lo, m_hi, s1, s0, s_lo, s_hi, neg_k;
-    float cap, value, std; int has_q, read;
+    float cap, value, std; int has_q, read; /* k[14] is unused (see cimkit_device_read) */
 } dev_args_t;
 
 typedef void (*body_t)(const args_t *, int64_t, int64_t);
@@ -356,50 +357,24 @@ static inline __attribute__((always_inline)) void fq_body(const args_t *a, int64
 
 /* ------------------------------------------------------------------ the two builds */
 
-__attribute__((target("avx2,fma"))) static void dac_avx2(const args_t *a, int64_t r0, int64_t r1) {
-    dac_body(a, r0, r1);
-}
-__attribute__((target("avx2,fma"))) static void adc_avx2(const args_t *a, int64_t r0, int64_t r1) {
-    adc_body(a, r0, r1);
-}
-__attribute__((target("avx2,fma"))) static void read_avx2(const args_t *a, int64_t r0, int64_t r1) {
-    read_body(a, r0, r1);
-}
-__attribute__((target("avx2,fma"))) static void scale_avx2(const args_t *a, int64_t r0, int64_t r1) {
-    scale_body(a, r0, r1);
-}
-static void scale_base(const args_t *a, int64_t r0, int64_t r1) { scale_body(a, r0, r1); }
-__attribute__((target("avx2,fma"))) static void codes_avx2(const args_t *a, int64_t r0, int64_t r1) {
-    codes_body(a, r0, r1);
-}
-static void codes_base(const args_t *a, int64_t r0, int64_t r1) { codes_body(a, r0, r1); }
-__attribute__((target("avx2,fma"))) static void cols_avx2(const args_t *a, int64_t r0, int64_t r1) {
-    cols_body(a, r0, r1);
-}
-static void cols_base(const args_t *a, int64_t r0, int64_t r1) { cols_body(a, r0, r1); }
-__attribute__((target("avx2,fma"))) static void lin_avx2(const args_t *a, int64_t r0, int64_t r1) {
-    lin_body(a, r0, r1);
-}
-static void lin_base(const args_t *a, int64_t r0, int64_t r1) { lin_body(a, r0, r1); }
-static void dac_base(const args_t *a, int64_t r0, int64_t r1) { dac_body(a, r0, r1); }
-static void read_base(const args_t *a, int64_t r0, int64_t r1) { read_body(a, r0, r1); }
-static void adc_base(const args_t *a, int64_t r0, int64_t r1) { adc_body(a, r0, r1); }
-__attribute__((target("avx2,fma"))) static void deva_avx2(const args_t *a, int64_t r0, int64_t r1) {
-    deva_body(a, r0, r1);
-}
-static void deva_base(const args_t *a, int64_t r0, int64_t r1) { deva_body(a, r0, r1); }
-__attribute__((target("avx2,fma"))) static void devb_avx2(const args_t *a, int64_t r0, int64_t r1) {
-    devb_body(a, r0, r1);
-}
-static void devb_base(const args_t *a, int64_t r0, int64_t r1) { devb_body(a, r0, r1); }
-__attribute__((target("avx2,fma"))) static void devc_avx2(const args_t *a, int64_t r0, int64_t r1) {
-    devc_body(a, r0, r1);
-}
-static void devc_base(const args_t *a, int64_t r0, int64_t r1) { devc_body(a, r0, r1); }
-__attribute__((target("avx2,fma"))) static void fq_avx2(const args_t *a, int64_t r0, int64_t r1) {
-    fq_body(a, r0, r1);
-}
-static void fq_base(const args_t *a, int64_t r0, int64_t r1) { fq_body(a, r0, r1); }
+/* NAME_avx2 and NAME_base: the loop body NAME_body compiled for AVX2+FMA and for baseline x86-64 */
+#define TWO_BUILDS(NAME)                                                                              \
+    __attribute__((target("avx2,fma"))) static void NAME##_avx2(const args_t *a, int64_t r0, int64_t r1) { \
+        NAME##_body(a, r0, r1);                                                                        \
+    }                                                                                                  \
+    static void NAME##_base(const args_t *a, int64_t r0, int64_t r1) { NAME##_body(a, r0, r1); }
+
+TWO_BUILDS(dac)
+TWO_BUILDS(adc)
+TWO_BUILDS(read)
+TWO_BUILDS(scale)
+TWO_BUILDS(codes)
+TWO_BUILDS(cols)
+TWO_BUILDS(lin)
+TWO_BUILDS(deva)
+TWO_BUILDS(devb)
+TWO_BUILDS(devc)
+TWO_BUILDS(fq)
 
 static int use_avx2 = -1; /* -1: not chosen yet; cimkit_force_isa overrides (tests) */
 
