@@ -134,6 +134,8 @@ def test_read_pairs_equals_torch_ops(isa: bool, devs: int) -> None:
     pair = WeightPair.DIFFERENTIAL if devs == 2 else WeightPair.OFFSET
     ref = a_from_g(torch.addcmul(g_mean, g_sigma, noise).clamp_(min=0.0), pair, dev)
     assert torch.equal(native.read_pairs(g_mean, g_sigma, noise, 1.0 / dev.g_range), ref)
+    post = 0.37 / 127  # the inference route's folded gain: the same as a second multiplication
+    assert torch.equal(native.read_pairs(g_mean, g_sigma, noise, 1.0 / dev.g_range, post), ref * post)
 
 
 def test_row_scale_equals_torch_ops(isa: bool) -> None:

@@ -36,6 +36,7 @@ from torch import Tensor, nn
 from cimkit.analog.cells import a_from_codes, device_codes
 from cimkit.analog.chip import Chip
 from cimkit.analog.devices import DeviceConfig
+from cimkit.analog.inference_plan import programmed_linear
 from cimkit.analog.mapping import ConvRoute, MappingConfig, RangeMode, WeightPair, WeightScaling, slice_coefficients
 from cimkit.analog.mvm import effective_weight, mvm
 from cimkit.analog.tiling import TileGeometry
@@ -280,12 +281,14 @@ class AnalogLayer(nn.Module):
     # ------------------------------------------------------------------ the forward
 
     def forward(self, x: Tensor) -> Tensor:
-        fn = getattr(self, "transformed_input", None)
+        fn = getattr(type(self), "transformed_input", None)  # a method of the source layer's class, if any
         if fn is not None:
-            x = fn(x)  # e.g. the digital layer's activation quantizer
+            x = fn(self, x)  # e.g. the digital layer's activation quantizer
         x, lead = self._prepare_input(x)
-        a, w_scale, alpha = self.analog_weights()
-        y = mvm(self, x, a, w_scale, alpha)
+        y = programmed_linear(self, x) if self.kind == "linear" else None  # few Python steps, the same bits
+        if y is None:
+            a, w_scale, alpha = self.analog_weights()
+            y = mvm(self, x, a, w_scale, alpha)
         return self._finish_output(y, lead)
 
     def _noise_generator(self) -> torch.Generator:

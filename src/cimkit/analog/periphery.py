@@ -10,6 +10,7 @@ with respect to a learned range ``r`` is LSQ's (Esser et al., ICLR 2020):
 from __future__ import annotations
 
 import math
+import threading
 
 import torch
 from torch import Tensor
@@ -23,11 +24,14 @@ __all__ = [
     "bits_levels",
     "dynamic_dac_codes",
     "gaussian_noise",
+    "noise_offset",
+    "noise_window",
     "range_quantize",
 ]
 
 _TABLE_SIZE = 1 << 24  # floats in the shared Gaussian table (64 MiB)
 _TABLES: dict[tuple[str, int | None, torch.dtype], Tensor] = {}
+_offsets = threading.local()  # one reused int64 element per thread for the table offsets
 _TABLE_SEED = 0x5EED_C1A0
 
 
@@ -274,8 +278,30 @@ def gaussian_noise(
     if not fast or n > _TABLE_SIZE // 2:
         return torch.randn(tuple(shape), generator=generator, device=gdev, dtype=dtype).to(device)
     tab = _table(device, dtype)
-    off = int(torch.randint(0, _TABLE_SIZE - n + 1, (1,), generator=generator, device=gdev).item())
+    off = noise_offset(n, generator, gdev)
     return tab[off : off + n].view(tuple(shape))
+
+
+def noise_window(n: int, generator: torch.Generator | None, device: torch.device,
+                 dtype: torch.dtype) -> tuple[Tensor, int] | None:  # fmt: skip
+    """What :func:`gaussian_noise` (``fast``) reads for ``n`` values, as ``(table, offset)`` without
+    building the view (for kernels that take the table and an offset); ``None`` when it would
+    sample afresh instead. Draws from ``generator`` exactly as that call does."""
+    if n > _TABLE_SIZE // 2:
+        return None
+    return _table(device, dtype), noise_offset(n, generator, generator.device if generator is not None else device)
+
+
+def noise_offset(n: int, generator: torch.Generator | None, gdev: torch.device) -> int:
+    """The table offset of a fast noise window of ``n`` values (uniform over the valid offsets):
+    ``torch.randint(0, _TABLE_SIZE - n + 1, (1,), generator=generator)``, drawn into a reused
+    one-element tensor (the same draw, without allocating one per call)."""
+    if gdev.type != "cpu":
+        return int(torch.randint(0, _TABLE_SIZE - n + 1, (1,), generator=generator, device=gdev).item())
+    buf = getattr(_offsets, "buf", None)
+    if buf is None:
+        buf = _offsets.buf = torch.empty(1, dtype=torch.int64)
+    return int(buf.random_(0, _TABLE_SIZE - n + 1, generator=generator).item())
 
 
 def abs_percentile(samples: list[Tensor], percentile: float) -> float:

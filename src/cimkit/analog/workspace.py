@@ -46,7 +46,11 @@ def scratch(slot: str, shape: tuple[int, ...] | torch.Size, dtype: torch.dtype,
     if buf is None or buf.numel() < n:
         buf = torch.empty(n, dtype=dtype, device=device)
         bufs[key] = buf
-    return buf[:n].view(tuple(shape))
+    strides, step = [], 1
+    for d in reversed(tuple(shape)):
+        strides.append(step)
+        step *= d
+    return buf.as_strided(tuple(shape), tuple(reversed(strides)))  # a contiguous view of its first n elements
 
 
 def scratch_bytes() -> int:

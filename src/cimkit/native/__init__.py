@@ -38,7 +38,7 @@ from torch import Tensor
 
 __all__ = [
     "adc_codes", "adc_rows", "available", "col_scale", "dac_rows", "device_read_a", "device_read_b", "device_read_c",
-    "enable", "fake_quant", "read_pairs", "row_scale", "status", "usable",
+    "enable", "fake_quant", "read_pairs", "ready", "row_scale", "status", "usable",
 ]
 
 log = logging.getLogger(__name__)
@@ -118,7 +118,7 @@ def _declare(lib: ctypes.CDLL) -> None:
     lib.cimkit_col_scale.restype = None
     lib.cimkit_row_scale.argtypes = [p, p, p, i64, i64, f32, i32]
     lib.cimkit_row_scale.restype = None
-    lib.cimkit_read_pairs.argtypes = [p, p, p, p, i64, i64, i64, f32]
+    lib.cimkit_read_pairs.argtypes = [p, p, p, p, i64, i64, i64, f32, f32]
     lib.cimkit_read_pairs.restype = None
     lib.cimkit_device_read.argtypes = [i32, p, p, p, p, p, p, p, i64, p, i32, p, i32]
     lib.cimkit_device_read.restype = None
@@ -146,6 +146,11 @@ def enable(on: bool = True) -> bool:
     return prev
 
 
+def ready() -> bool:
+    """Enabled and already loaded (no build, no lock: for per-call checks after :func:`usable` said yes)."""
+    return _enabled[0] and _state.get("lib") is not None
+
+
 def usable(*tensors: Tensor | None) -> bool:
     """The kernels apply: enabled, library loaded, every tensor a contiguous float32 CPU tensor."""
     if not _enabled[0] or _load() is None:
@@ -155,8 +160,8 @@ def usable(*tensors: Tensor | None) -> bool:
     )
 
 
-def _ptr(t: Tensor | None) -> int | None:
-    return None if t is None else t.data_ptr()
+def _ptr(t: Tensor | None, offset: int = 0) -> int | None:
+    return None if t is None else t.data_ptr() + offset * t.element_size()
 
 
 def dac_rows(x: Tensor, q: Tensor, levels: int) -> Tensor:
@@ -208,10 +213,11 @@ def row_scale(g: Tensor, r: Tensor, levels: int, out: Tensor | None = None) -> T
 
 
 def adc_rows(z: Tensor, noise: Tensor | None, sigma: float, levels: int | None, k: Tensor, s: Tensor,
-             bias: Tensor | None, out: Tensor) -> Tensor:  # fmt: skip
+             bias: Tensor | None, out: Tensor, noise_offset: int = 0) -> Tensor:  # fmt: skip
     """ADC and digital epilogue of ``T`` row tiles: ``z`` (T, R, N) partial sums in ADC units,
-    ``noise`` like ``z`` (or None), ``k`` (T, N) column coefficients, ``s`` (R,) row scales,
-    ``bias`` (N,) or None; writes ``out`` (R, N), which may be ``z`` itself when ``T == 1``.
+    ``noise`` like ``z`` (or None; or ``z.numel()`` contiguous values from element ``noise_offset``
+    of a longer tensor), ``k`` (T, N) column coefficients, ``s`` (R,) row scales, ``bias`` (N,) or
+    None; writes ``out`` (R, N), which may be ``z`` itself when ``T == 1``.
 
     The same as ``bias + (round(clamp(z + sigma * noise, -levels, levels)) * k).sum(0) * s[:, None]``
     (no clamp or round when ``levels`` is None), summed over tiles in order."""
@@ -219,20 +225,27 @@ def adc_rows(z: Tensor, noise: Tensor | None, sigma: float, levels: int | None, 
     t, r, n = z.shape
     assert lib is not None and out.shape == (r, n) and k.shape == (t, n) and s.shape == (r,)
     assert t == 1 or out.data_ptr() != z.data_ptr()
-    lib.cimkit_adc_rows(_ptr(z), _ptr(noise), _ptr(out), t, r, n, float(sigma), float(levels or 0),
+    assert noise is None or noise.numel() >= noise_offset + z.numel()
+    lib.cimkit_adc_rows(_ptr(z), _ptr(noise, noise_offset), _ptr(out), t, r, n, float(sigma), float(levels or 0),
                         int(levels is not None), _ptr(k), _ptr(s), _ptr(bias), torch.get_num_threads())  # fmt: skip
     return out
 
 
-def read_pairs(g_mean: Tensor, g_sigma: Tensor, noise: Tensor, inv: float) -> Tensor:
+def read_pairs(g_mean: Tensor, g_sigma: Tensor, noise: Tensor, inv: float, post: float = 1.0,
+               noise_offset: int = 0, out: Tensor | None = None) -> Tensor:  # fmt: skip
     """One noisy read of conductances ``(S, D, ...)`` (µS, ``D`` = 2 devices of a differential pair or
     1) to ``A`` ``(S, ...)``: the same as ``g = addcmul(g_mean, g_sigma, noise).clamp_(min=0)``, then
-    ``(g[:, 0] - g[:, 1]) * inv`` (or ``g[:, 0] * inv``)."""
+    ``(g[:, 0] - g[:, 1]) * inv`` (or ``g[:, 0] * inv``), then ``* post`` (a no-op when 1). ``noise``
+    is like ``g_mean``, or a longer contiguous tensor read from element ``noise_offset``; ``A`` is
+    written into ``out`` (contiguous, ``(S, ...)``) when given."""
     lib = _load()
     s, d = g_mean.shape[:2]
-    assert lib is not None and d in (1, 2) and g_sigma.shape == g_mean.shape == noise.shape
-    a = torch.empty(s, *g_mean.shape[2:], dtype=g_mean.dtype)
-    lib.cimkit_read_pairs(_ptr(g_mean), _ptr(g_sigma), _ptr(noise), _ptr(a), s, d, a[0].numel(), float(inv))
+    assert lib is not None and d in (1, 2) and g_sigma.shape == g_mean.shape
+    assert noise.is_contiguous() and noise.numel() >= noise_offset + g_mean.numel()
+    a = torch.empty(s, *g_mean.shape[2:], dtype=g_mean.dtype) if out is None else out
+    assert a.numel() * d == g_mean.numel() and a.is_contiguous()
+    lib.cimkit_read_pairs(_ptr(g_mean), _ptr(g_sigma), _ptr(noise, noise_offset), _ptr(a), s, d, a[0].numel(),
+                          float(inv), float(post))  # fmt: skip
     return a
 
 

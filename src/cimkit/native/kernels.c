@@ -20,7 +20,8 @@
    row_scale     the DAC codes' gradient:  g_ij * ((1 / r_i) * L)
    read_pairs    one read of programmed conductances with read noise, to normalised weights A:
                    g_sdj = max(fma(sigma_sdj, noise_sdj, mean_sdj), 0)
-                   A_sj  = (g_s0j - g_s1j) * inv   (a differential pair; one device: g_s0j * inv)
+                   A_sj  = ((g_s0j - g_s1j) * inv) * post   (a differential pair; one device: g_s0j)
+                 (post = 1 leaves the product unchanged: x * 1 is exact)
    device_read_a/b/c  the three elementwise stages of a freshly programmed device's read (hardware-
                  aware training's device noise), between which PyTorch takes the logarithms and the
                  exponentials (cimkit.analog.devices._read_stages):
@@ -48,7 +49,7 @@ typedef struct {
     const float *x; float *q; float *r; int64_t cols; float levels;
     const float *z; const float *noise; float *y; const float *k; const float *s; const float *b;
     int64_t rows, tiles; float sigma, adc_levels; int has_noise, has_adc;
-    const float *gm, *gs; float *a; int64_t devs; float inv;
+    const float *gm, *gs; float *a; int64_t devs; float inv, post;
     int64_t inner, r_stride; int mode; const float *codes; int *saturated;
     const struct dev_args *dv;
     float scale, qmin, qmax, zp;
@@ -157,17 +158,17 @@ static inline __attribute__((always_inline)) float g_read(float mean, float sigm
 
 static inline __attribute__((always_inline)) void read_one(float *restrict a, const float *restrict gm,
                                                            const float *restrict gs, const float *restrict nz,
-                                                           int64_t m, float inv) {
-    for (int64_t j = 0; j < m; ++j) a[j] = g_read(gm[j], gs[j], nz[j]) * inv;
+                                                           int64_t m, float inv, float post) {
+    for (int64_t j = 0; j < m; ++j) a[j] = (g_read(gm[j], gs[j], nz[j]) * inv) * post;
 }
 
 static inline __attribute__((always_inline)) void read_two(float *restrict a, const float *restrict gm,
                                                            const float *restrict gs, const float *restrict nz,
-                                                           int64_t m, float inv) {
+                                                           int64_t m, float inv, float post) {
     for (int64_t j = 0; j < m; ++j) {
         const float gp = g_read(gm[j], gs[j], nz[j]);
         const float gn = g_read(gm[m + j], gs[m + j], nz[m + j]);
-        a[j] = (gp - gn) * inv;
+        a[j] = ((gp - gn) * inv) * post;
     }
 }
 
@@ -176,8 +177,8 @@ static inline __attribute__((always_inline)) void read_body(const args_t *r, int
     const int64_t m = r->cols;
     for (int64_t s = r0; s < r1; ++s) {
         const int64_t o = s * r->devs * m;
-        if (r->devs == 2) read_two(r->a + s * m, r->gm + o, r->gs + o, r->noise + o, m, r->inv);
-        else read_one(r->a + s * m, r->gm + o, r->gs + o, r->noise + o, m, r->inv);
+        if (r->devs == 2) read_two(r->a + s * m, r->gm + o, r->gs + o, r->noise + o, m, r->inv, r->post);
+        else read_one(r->a + s * m, r->gm + o, r->gs + o, r->noise + o, m, r->inv, r->post);
     }
 }
 
@@ -476,12 +477,13 @@ void cimkit_adc_rows(const float *z, const float *noise, float *y, int64_t tiles
     run_rows(avx2() ? adc_avx2 : adc_base, &a, rows, cols * tiles, threads);
 }
 
-/* g_mean, g_sigma, noise: (S, D, M) conductances (µS); a: (S, M); devs = D (1 or 2); inv = 1 / g_range.
+/* g_mean, g_sigma, noise: (S, D, M) conductances (µS); a: (S, M); devs = D (1 or 2); inv = 1 / g_range;
+   post: a gain applied after (the inference route folds its scalar gains into A).
    Slices run on one thread each at most (a read is small next to the activations' passes). */
 void cimkit_read_pairs(const float *gm, const float *gs, const float *nz, float *a, int64_t slices, int64_t devs,
-                       int64_t m, float inv) {
+                       int64_t m, float inv, float post) {
     args_t r = {0};
-    r.gm = gm; r.gs = gs; r.noise = nz; r.a = a; r.devs = devs; r.cols = m; r.inv = inv;
+    r.gm = gm; r.gs = gs; r.noise = nz; r.a = a; r.devs = devs; r.cols = m; r.inv = inv; r.post = post;
     (avx2() ? read_avx2 : read_base)(&r, 0, slices);
 }
 
