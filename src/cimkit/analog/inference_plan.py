@@ -24,12 +24,14 @@ from torch import Tensor
 from cimkit import native
 from cimkit.analog.mapping import RangeMode, WeightPair
 from cimkit.analog.mvm import _CHUNK_ELEMS, chain_of, digital_coef
-from cimkit.analog.periphery import gaussian_noise, noise_window
+from cimkit.analog.periphery import gaussian_noise, noise_offset, table
 from cimkit.analog.workspace import scratch
 
 AnalogLayer = Any  # a cimkit.analog.layers.AnalogLayer (not imported: the layers import this module)
 
 __all__ = ["programmed_linear"]
+
+_CPU = torch.device("cpu")
 
 
 @dataclass
@@ -44,6 +46,7 @@ class _Plan:
     tiles: int
     rows: int
     a_pre: Tensor | None  # a noise-free chip's read, scaled (the same on every forward)
+    table: Tensor | None  # the shared noise table the fast windows read (None: fresh samples)
 
 
 def _sources(layer: AnalogLayer, chip: Any) -> tuple[tuple[Any, ...], tuple[int, ...]]:
@@ -77,7 +80,7 @@ def _build(layer: AnalogLayer, objs: tuple[Any, ...], versions: tuple[int, ...])
     return _Plan(objs=objs, versions=versions, levels=chain.dac_levels,
                  adc_levels=chain.adc_levels if chain.adc_on else None, pre=pre,
                  sigma=chain.out_noise * adc_mult, k=k.contiguous(), tiles=g.n_tiles, rows=g.rows,
-                 a_pre=a_pre)  # fmt: skip
+                 a_pre=a_pre, table=table(_CPU, torch.float32))  # fmt: skip
 
 
 def _plan(layer: AnalogLayer, chip: Any) -> _Plan | None:
@@ -91,6 +94,14 @@ def _plan(layer: AnalogLayer, chip: Any) -> _Plan | None:
         objs, versions = plan.objs, plan.versions
     layer.__dict__["_inference_plan"] = (objs, versions, plan)
     return plan
+
+
+def _window(plan: _Plan, n: int, gen: torch.Generator | None) -> tuple[Tensor, int] | None:
+    """A fast noise window of ``n`` values as ``(table, offset)``, drawn from ``gen`` exactly as
+    :func:`cimkit.analog.periphery.gaussian_noise` draws it; None where that would sample afresh."""
+    if plan.table is None or n > plan.table.numel() // 2:
+        return None
+    return plan.table, noise_offset(n, gen, _CPU)
 
 
 def programmed_linear(layer: AnalogLayer, x: Tensor) -> Tensor | None:
@@ -114,11 +125,9 @@ def programmed_linear(layer: AnalogLayer, x: Tensor) -> Tensor | None:
         a = plan.a_pre  # (1, T, R, N)
     else:
         g_mean = chip._buffers["g_mean"]
-        win = noise_window(g_mean.numel(), gen, x.device, x.dtype) if chip.fast_noise else None
+        win = _window(plan, g_mean.numel(), gen) if chip.fast_noise else None
         if win is None:
-            win = gaussian_noise(g_mean.shape, gen, device=x.device, dtype=x.dtype, fast=chip.fast_noise), 0
-            if not native.usable(win[0]):
-                return None
+            win = gaussian_noise(g_mean.shape, gen, device=x.device, dtype=x.dtype, fast=False), 0
         inv = 1.0 / chip._dev.g_range
         buf = scratch("read", (1, *g_mean.shape[2:]), x.dtype, x.device)  # a temporary: the matmul operand
         a = native.read_pairs(g_mean, chip._buffers["g_sigma"], win[0], inv, plan.pre, win[1], buf)  # (1, T, R, N)
@@ -135,7 +144,7 @@ def programmed_linear(layer: AnalogLayer, x: Tensor) -> Tensor | None:
     nwin: tuple[Tensor | None, int] = (None, 0)
     if plan.sigma > 0:
         gen_out = gen if gen is not None else layer._noise_generator()
-        nwin = noise_window(z.numel(), gen_out, x.device, x.dtype) if layer.mapping.fast_noise else None
+        nwin = _window(plan, z.numel(), gen_out) if layer.mapping.fast_noise else None
         if nwin is None:
             nwin = gaussian_noise(z.shape, gen_out, device=x.device, dtype=x.dtype, fast=False), 0
     if layer.conversion_counter is not None:

@@ -25,8 +25,8 @@ __all__ = [
     "dynamic_dac_codes",
     "gaussian_noise",
     "noise_offset",
-    "noise_window",
     "range_quantize",
+    "table",
 ]
 
 _TABLE_SIZE = 1 << 24  # floats in the shared Gaussian table (64 MiB)
@@ -247,7 +247,8 @@ def adc_combine_rk(z: Tensor, noise: Tensor | None, sigma: float, levels: int, r
     return adc_combine(z, noise, sigma, levels, f, bias)
 
 
-def _table(device: torch.device, dtype: torch.dtype) -> Tensor:
+def table(device: torch.device, dtype: torch.dtype) -> Tensor:
+    """The shared pre-sampled N(0, 1) table of the fast noise windows (built on first use)."""
     key = (device.type, device.index, dtype)
     tab = _TABLES.get(key)
     if tab is None:
@@ -277,19 +278,9 @@ def gaussian_noise(
     n = math.prod(shape)
     if not fast or n > _TABLE_SIZE // 2:
         return torch.randn(tuple(shape), generator=generator, device=gdev, dtype=dtype).to(device)
-    tab = _table(device, dtype)
+    tab = table(device, dtype)
     off = noise_offset(n, generator, gdev)
     return tab[off : off + n].view(tuple(shape))
-
-
-def noise_window(n: int, generator: torch.Generator | None, device: torch.device,
-                 dtype: torch.dtype) -> tuple[Tensor, int] | None:  # fmt: skip
-    """What :func:`gaussian_noise` (``fast``) reads for ``n`` values, as ``(table, offset)`` without
-    building the view (for kernels that take the table and an offset); ``None`` when it would
-    sample afresh instead. Draws from ``generator`` exactly as that call does."""
-    if n > _TABLE_SIZE // 2:
-        return None
-    return _table(device, dtype), noise_offset(n, generator, generator.device if generator is not None else device)
 
 
 def noise_offset(n: int, generator: torch.Generator | None, gdev: torch.device) -> int:
