@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 
 import pytest
 import torch
@@ -22,11 +23,12 @@ def _general_route(monkeypatch: pytest.MonkeyPatch):
         yield
 
 
-def _model(device: str) -> nn.Module:
+def _model(device: str, fast_noise: bool = True) -> nn.Module:
     torch.manual_seed(0)
     net = nn.Sequential(nn.Linear(128, 96), nn.ReLU(), nn.Linear(96, 40, bias=False), nn.ReLU(), nn.Linear(40, 512),
                         nn.ReLU(), nn.Linear(512, 24))  # the last: two row tiles of 256  # fmt: skip
-    model = analog.convert(net, "standard", device).eval()
+    mapping = dataclasses.replace(analog.MAPPINGS.get("standard"), fast_noise=fast_noise)
+    model = analog.convert(net, mapping, device).eval()
     analog.program(model, 5)
     return model
 
@@ -44,9 +46,12 @@ def _calls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     return seen
 
 
-@pytest.mark.parametrize("device", ["pcm", "rram", "ideal"])  # read noise drawn per forward (pcm, rram); none
-def test_plan_gives_the_general_routes_bits(device: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    model = _model(device)
+@pytest.mark.parametrize(
+    ("device", "fast_noise"),
+    [("pcm", True), ("rram", True), ("ideal", True), ("pcm", False)],  # read noise per forward (pcm, rram)
+)
+def test_plan_gives_the_general_routes_bits(device: str, fast_noise: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    model = _model(device, fast_noise)
     analog.drift(model, 3600.0)
     assert model[6].geometry.n_tiles == 2
     built = _calls(monkeypatch)

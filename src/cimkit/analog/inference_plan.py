@@ -10,7 +10,7 @@ once into a plan and reused while the objects it was computed from are unchanged
 not modified in place). One forward is then: a read of the chip with the scalar gains folded into
 it (``read_pairs``), the DAC (``dac_rows``), the matmul, the output noise and the ADC with its
 digital epilogue (``adc_rows``): the same operations in the same order as the general route, so the
-same bits (``tests/test_native.py``).
+same bits (``tests/analog/test_inference_plan.py``).
 """
 
 from __future__ import annotations
@@ -73,6 +73,7 @@ def _build(layer: AnalogLayer, objs: tuple[Any, ...], versions: tuple[int, ...])
     adc_mult = chain.adc_levels / (float(layer.output_range.detach().abs()) + 1e-12) if chain.adc_on else 1.0
     pre = float(1.0 / chain.dac_levels) * adc_mult  # as the general route folds them: u * ADC gain
     k = (digital_coef(layer, chip.w_scale, chip.alpha, None) * (1.0 / adc_mult)).reshape(g.n_tiles, g.n_out)
+    fast = chip.fast_noise or layer.mapping.fast_noise  # the table is built only where it is read
     a_pre = None
     if chip.g_sigma is None:  # the same read every time: scale it once
         a_pre = chip.read() * pre
@@ -80,7 +81,7 @@ def _build(layer: AnalogLayer, objs: tuple[Any, ...], versions: tuple[int, ...])
     return _Plan(objs=objs, versions=versions, levels=chain.dac_levels,
                  adc_levels=chain.adc_levels if chain.adc_on else None, pre=pre,
                  sigma=chain.out_noise * adc_mult, k=k.contiguous(), tiles=g.n_tiles, rows=g.rows,
-                 a_pre=a_pre, table=table(_CPU, torch.float32))  # fmt: skip
+                 a_pre=a_pre, table=table(_CPU, torch.float32) if fast else None)  # fmt: skip
 
 
 def _plan(layer: AnalogLayer, chip: Any) -> _Plan | None:
