@@ -88,3 +88,14 @@ def test_truncated_training_checkpoint_trains_from_scratch(
     res, warned = _rerun(tmp_path, caplog)
     assert str(state) in warned and "training from scratch" in warned
     _same_baseline(tmp_path, res, reference)
+
+
+def test_cache_keys_change_with_the_cimkit_version(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A cached checkpoint is never reused by another release (its key hashes the version)."""
+    from cimkit.experiment import context
+
+    parts = ("mnist", {}, "lenet5", {"epochs": 1}, 0)
+    key = context.config_hash(*parts)
+    assert context.config_hash(*parts) == key  # stable
+    monkeypatch.setattr(context, "__version__", "999.0")
+    assert context.config_hash(*parts) != key

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from cimkit import __version__
 from cimkit.data import TensorLoader
 from cimkit.tasks import Task
 from cimkit.train import FinetuneConfig, TrainConfig, evaluate, fit
@@ -25,8 +26,9 @@ DEFAULT_CALIB_BATCHES = 8
 
 
 def config_hash(*parts: Any) -> str:
-    """Short stable hash of JSON-able parts (used to key cached checkpoints)."""
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    """Short stable hash of JSON-able parts and the cimkit version (keys cached checkpoints: weights
+    trained by another release are never reused)."""
+    return hashlib.sha256(json.dumps([__version__, *parts], sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
 @dataclass
