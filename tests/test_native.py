@@ -404,3 +404,77 @@ def test_kernels_build_into_a_fresh_folder(tmp_path) -> None:
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and out.stdout.startswith("native ("), out.stdout + out.stderr
     assert len(list((tmp_path / "k").glob("kernels-*.so"))) == 1
+
+
+@pytest.mark.parametrize("cols", [1, 7, 33, 128])
+def test_adc_codes_flags_full_scale_like_the_tensor_ops(isa: bool, cols: int) -> None:
+    g = torch.Generator().manual_seed(cols)
+    levels = 15
+    z = torch.randn(9, cols, generator=g) * 6.0
+    noise = torch.randn(9, cols, generator=g)
+    ref = z.add(noise, alpha=0.7).clamp_(-levels, levels).round_()
+    out = z.clone()
+    saturated = native.adc_codes(out, noise, 0.7, levels)
+    assert torch.equal(out, ref) and saturated == bool(ref.abs().max() >= levels)
+    small = torch.full((4, cols), 3.0)
+    small[1, 0] = float("nan")  # a NaN is never a full-scale code
+    assert not native.adc_codes(small, None, 0.0, levels) and torch.isnan(small[1, 0])
+    small[2, 0] = float("nan")
+    small[2, -1] = -40.0  # clipped to -levels in a row that also holds a NaN (one column: replaces it)
+    assert native.adc_codes(small, None, 0.0, levels)
+    assert small[2, -1] == -levels
+
+
+def _train_weights_reference(w, tiles, c, noise, std):
+    # the general route's ops (AnalogLayer._weights_from_parameters, hwa.ChannelNoise, the gain)
+    n, cols = w.shape
+    wt = w.reshape(n, tiles, cols // tiles).permute(1, 2, 0)  # (T, R, N)
+    ws = wt.abs().amax(dim=1).clamp(min=1e-30)
+    u = wt / ws.unsqueeze(1)
+    a = u.unsqueeze(0)
+    if noise is not None:
+        sigma = std * wt.abs().amax(dim=(0, 1)) / ws
+        a = a + torch.addcmul(a, noise.view(a.shape), sigma.unsqueeze(1)).sub_(a)
+    return (a * c)[0], ws
+
+
+@pytest.mark.parametrize(("n", "cols", "tiles"), [(5, 7, 1), (128, 128, 1), (33, 512, 2), (9, 96, 3)])
+@pytest.mark.parametrize("noisy", [False, True])
+def test_train_weights_equals_torch_ops(isa: bool, n: int, cols: int, tiles: int, noisy: bool) -> None:
+    g = torch.Generator().manual_seed(n * cols)
+    w = torch.randn(n, cols, generator=g) * 0.2
+    w[1] = 0.0  # an all-zero channel: scale 1e-30, weights 0
+    noise = torch.randn(n * cols, generator=g) if noisy else None
+    a, ws = native.train_weights(w, tiles, 0.0123, noise, 0.03)
+    a_ref, ws_ref = _train_weights_reference(w, tiles, 0.0123, noise, 0.03)
+    assert torch.equal(ws, ws_ref)
+    assert torch.equal(a.reshape(n, tiles, -1).permute(1, 2, 0), a_ref)
+
+
+@pytest.mark.parametrize("bias", [False, True])
+@pytest.mark.parametrize("noisy", [False, True])
+def test_tiles_adc_equals_torch_ops(isa: bool, bias: bool, noisy: bool) -> None:
+    g = torch.Generator().manual_seed(7)
+    bsz, n, levels = 37, 19, 127
+    z = torch.randn(2, bsz, n, generator=g) * 2.0
+    noise = torch.randn(1, bsz, 2, 1, n, generator=g) if noisy else None
+    r_adc = torch.tensor(3.0)
+    ws, r = torch.rand(2, n, generator=g), torch.rand(bsz, generator=g) + 0.5
+    b = torch.randn(n, generator=g) if bias else None
+    # the general route's tensor ops (mvm._grad_route, two tiles, fixed ADC range)
+    z5 = z.view(2, 1, bsz, 1, n).permute(1, 2, 0, 3, 4)
+    if noisy:
+        z5 = torch.add(z5, noise, alpha=0.3)
+    q = (z5 * (levels / r_adc)).clamp_(-levels, levels).round_().mul_(r_adc / levels)
+    fac = ws.unsqueeze(1).unsqueeze(0).unsqueeze(1) * r.view(1, -1, 1, 1, 1)
+    ref = (q * fac).sum(dim=(0, 2, 3))
+    ref = ref + b if bias else ref
+    zk = z.clone()
+    y = native.tiles_adc(zk, noise, 0.3, r_adc, levels, ws, r, b)
+    assert torch.equal(y, ref) and torch.equal(zk, z5.permute(2, 0, 1, 3, 4).reshape(2, bsz, n))
+    # the gradient: the straight-through mask of hardtanh_backward, times the digital factor
+    gy = torch.randn(bsz, n, generator=g)
+    g5 = torch.ops.aten.hardtanh_backward(gy.view(1, bsz, 1, 1, n) * fac, z5, -3.0, 3.0)
+    gz_ref = g5.permute(2, 0, 1, 3, 4).reshape(2, bsz, n)
+    assert torch.equal(native.tiles_adc_grad(gy, zk, 3.0, ws, r), gz_ref)
+    assert (gz_ref == 0).any() and (gz_ref != 0).any()  # both sides of the mask are exercised

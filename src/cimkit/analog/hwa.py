@@ -82,6 +82,11 @@ class ChannelNoise:
     def __init__(self, std: float) -> None:
         self.std = float(std)
 
+    def fused_std(self) -> float | None:
+        """The std for the training plan's fused weight kernel (``cimkit.native.train_weights``, the
+        same operations as :meth:`__call__`); None for a subclass that changes the noise."""
+        return self.std if type(self).__call__ is ChannelNoise.__call__ else None
+
     def __call__(self, layer: AnalogLayer, a: Tensor, v: Tensor | None, u: Tensor) -> Tensor:
         wt = layer.geometry.to_tiles(layer.source_weight().detach())  # (T, R, N)
         w_scale = layer.weight_scale(wt)  # (T, N)

@@ -40,6 +40,7 @@ from cimkit.analog.inference_plan import programmed_linear
 from cimkit.analog.mapping import ConvRoute, MappingConfig, RangeMode, WeightPair, WeightScaling, slice_coefficients
 from cimkit.analog.mvm import effective_weight, mvm
 from cimkit.analog.tiling import TileGeometry
+from cimkit.analog.training_plan import trained_linear
 from cimkit.analog.workspace import scratch
 from cimkit.errors import ConfigError
 
@@ -285,7 +286,11 @@ class AnalogLayer(nn.Module):
         if fn is not None:
             x = fn(self, x)  # e.g. the digital layer's activation quantizer
         x, lead = self._prepare_input(x)
-        y = programmed_linear(self, x) if self.kind == "linear" else None  # few Python steps, the same bits
+        y = None
+        if self.kind == "linear":  # few Python steps, the same arithmetic
+            y = programmed_linear(self, x)
+            if y is None:
+                y = trained_linear(self, x)
         if y is None:
             a, w_scale, alpha = self.analog_weights()
             y = mvm(self, x, a, w_scale, alpha)

@@ -191,7 +191,9 @@ def _fold_route(layer: AnalogLayer, chain: Chain, x: Tensor, a: Tensor, w_scale:
     levels = chain.dac_levels
     _, r_b = input_range(layer, x, grad)
     if grad:
-        xq = range_quantize(x, r_b, levels, learn_range=chain.dac_mode == RangeMode.LEARNED)
+        # a per-sample abs-max range clips nothing (and its (B, 1) range has no single clip bound)
+        xq = range_quantize(x, r_b, levels, learn_range=chain.dac_mode == RangeMode.LEARNED,
+                            clip=chain.dac_mode != RangeMode.DYNAMIC)  # fmt: skip
     else:
         xq = (x * (levels / r_b)).clamp_(-levels, levels).round_().mul_(r_b / levels)
     return layer._digital_op(xq, w_eff, layer.bias)

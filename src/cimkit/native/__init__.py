@@ -124,6 +124,12 @@ def _declare(lib: ctypes.CDLL) -> None:
     lib.cimkit_device_read.restype = None
     lib.cimkit_fake_quant.argtypes = [p, p, i64, f32, f32, f32, f32, i32]
     lib.cimkit_fake_quant.restype = None
+    lib.cimkit_train_weights.argtypes = [p, p, p, p, i64, i64, i64, f32, f32]
+    lib.cimkit_train_weights.restype = None
+    lib.cimkit_tiles_adc.argtypes = [p, p, p, i64, i64, f32, f32, f32, f32, p, p, p, i32]
+    lib.cimkit_tiles_adc.restype = None
+    lib.cimkit_tiles_adc_grad.argtypes = [p, p, p, i64, i64, i64, f32, p, p, i32]
+    lib.cimkit_tiles_adc_grad.restype = None
 
 
 def available() -> bool:
@@ -247,6 +253,56 @@ def read_pairs(g_mean: Tensor, g_sigma: Tensor, noise: Tensor, inv: float, post:
     lib.cimkit_read_pairs(_ptr(g_mean), _ptr(g_sigma), _ptr(noise, noise_offset), _ptr(a), s, d, a[0].numel(),
                           float(inv), float(post))  # fmt: skip
     return a
+
+
+def train_weights(w: Tensor, tiles: int, c: float, noise: Tensor | None = None, std: float = 0.0,
+                  noise_offset: int = 0) -> tuple[Tensor, Tensor]:
+    """The analog training forward's weights from ``w`` (N, C), ``C = T · R``, per-column scaling:
+    ``w_scale[t, n] = max(max_r |w[n, tR + r]|, 1e-30)`` (T, N) and the matmul operand ``A · c`` in
+    ``w``'s layout, ``u = w / w_scale``, ``A = u`` or, with channel noise of relative std ``std``
+    (standard normals ``noise`` (T, R, N), or read from element ``noise_offset`` of a longer tensor),
+    ``σ = (std · max_{t,r} |w[n, ·]|) / w_scale``, ``A = u + (fma(noise, σ, u) - u)``: the tensor
+    operations of the general route (``addcmul`` is one fused multiply-add)."""
+    lib = _load()
+    n, cols = w.shape
+    rows = cols // tiles
+    assert lib is not None and rows * tiles == cols and w.is_contiguous()
+    assert noise is None or (noise.is_contiguous() and noise.numel() >= noise_offset + w.numel())
+    a = torch.empty_like(w)
+    ws = torch.empty(tiles, n, dtype=w.dtype)
+    lib.cimkit_train_weights(_ptr(w), _ptr(a), _ptr(ws), _ptr(noise, noise_offset), tiles, rows, n, float(std),
+                             float(c))  # fmt: skip
+    return a, ws
+
+
+def tiles_adc(z: Tensor, noise: Tensor | None, alpha: float, r_adc: Tensor, levels: int, w_scale: Tensor,
+              r: Tensor, bias: Tensor | None) -> Tensor:
+    """The training ADC of two row tiles (the general route's tensor operations, the same bits):
+    ``z`` (2, B, N) partial sums become ``v = z + alpha · noise`` in place (``noise`` (B, 2, N)), and
+    the result is ``Σ_t q(v_t) · (w_scale[t] · r[b]) (+ bias)`` (B, N) with ``q(v) = round(clamp(v ·
+    (L / r_adc), ±L)) · (r_adc / L)``, the quotients rounded to float32 as tensor operations do."""
+    lib = _load()
+    t, bsz, n = z.shape
+    assert lib is not None and t == 2 and w_scale.shape == (2, n) and r.shape == (bsz,)
+    assert noise is None or noise.numel() == z.numel()
+    lr = levels / r_adc  # 0-d tensors, rounded as the tensor route rounds them (levels · (1 / r_adc))
+    rl = r_adc / levels
+    y = torch.empty(bsz, n, dtype=z.dtype)
+    lib.cimkit_tiles_adc(_ptr(z), _ptr(noise), _ptr(y), bsz, n, float(alpha), float(lr), float(rl), float(levels),
+                         _ptr(w_scale), _ptr(r), _ptr(bias), torch.get_num_threads())  # fmt: skip
+    return y
+
+
+def tiles_adc_grad(gy: Tensor, z: Tensor, rf: float, w_scale: Tensor, r: Tensor) -> Tensor:
+    """Gradient of :func:`tiles_adc` to the partial sums: ``gy · (w_scale[t] · r[b])`` where the noisy
+    sum ``z`` (T, B, N) lies strictly inside ``(-rf, rf)``, else 0 (the ADC's straight-through mask)."""
+    lib = _load()
+    t, bsz, n = z.shape
+    assert lib is not None and gy.shape == (bsz, n) and w_scale.shape == (t, n)
+    out = torch.empty_like(z)
+    lib.cimkit_tiles_adc_grad(_ptr(gy), _ptr(z), _ptr(out), t, bsz, n, float(rf), _ptr(w_scale), _ptr(r),
+                              torch.get_num_threads())  # fmt: skip
+    return out
 
 
 MAX_POLY = 8  # coefficients of the programming-noise polynomial the device-read kernel takes

@@ -183,26 +183,31 @@ static inline __attribute__((always_inline)) void read_body(const args_t *r, int
 }
 
 /* flat, in place; a row is a block of `cols` elements */
+/* one row of codes in place; returns whether a code is at full scale (|code| == L: after the clamp
+   nothing is beyond it, and a NaN never counts), compared on the bit patterns so the loop vectorizes */
+static inline __attribute__((always_inline)) int codes_row(float *restrict z, const float *restrict nz, int64_t n,
+                                                           float sigma, float L, int32_t l_bits) {
+    int32_t sat = 0;
+    for (int64_t j = 0; j < n; ++j) {
+        float v = nz ? fmaf(nz[j], sigma, z[j]) : z[j];
+        v = v < -L ? -L : v; /* clamp as torch.clamp: NaN passes */
+        v = v > L ? L : v;
+        v = rintf(v);
+        z[j] = v;
+        union { float f; int32_t i; } u = {v};
+        sat |= (u.i & 0x7fffffff) == l_bits;
+    }
+    return sat;
+}
+
 static inline __attribute__((always_inline)) void codes_body(const args_t *a, int64_t r0, int64_t r1) {
-    const float L = a->adc_levels;
+    const float L = a->adc_levels, sigma = a->sigma;
+    const int64_t n = a->cols;
+    union { float f; int32_t i; } lb = {L};
     int sat = 0;
     for (int64_t i = r0; i < r1; ++i) {
-        float *restrict z = a->q + i * a->cols;
-        const float *restrict nz = a->noise ? a->noise + i * a->cols : NULL;
-        const int64_t n = a->cols;
-        if (nz) {
-            for (int64_t j = 0; j < n; ++j) {
-                const float v = adc_code(z[j], nz[j], a);
-                z[j] = v;
-                sat |= (v >= L) | (v <= -L);
-            }
-        } else {
-            for (int64_t j = 0; j < n; ++j) {
-                const float v = adc_code(z[j], 0.0f, a);
-                z[j] = v;
-                sat |= (v >= L) | (v <= -L);
-            }
-        }
+        float *z = a->q + i * n;
+        sat |= a->noise ? codes_row(z, a->noise + i * n, n, sigma, L, lb.i) : codes_row(z, NULL, n, sigma, L, lb.i);
     }
     if (sat) __atomic_store_n(a->saturated, 1, __ATOMIC_RELAXED);
 }
@@ -358,6 +363,89 @@ static inline __attribute__((always_inline)) void fq_body(const args_t *a, int64
 
 /* ------------------------------------------------------------------ the two builds */
 
+/* ------------------------------------------------------------------ training weights */
+
+/* one output channel n (a row of the weight, C = T * R inputs): column scales, then the matmul
+   operand (see the top comment); the noise (T, R, N) is read with stride N */
+static inline __attribute__((always_inline)) void wts_body(const args_t *a, int64_t r0, int64_t r1) {
+    const int64_t T = a->tiles, R = a->inner, N = a->cols, C = T * R;
+    const float c = a->scale, std = a->sigma;
+    for (int64_t n = r0; n < r1; ++n) {
+        const float *restrict w = a->x + n * C;
+        float *restrict out = a->q + n * C;
+        const uint32_t *wb = (const uint32_t *)w;
+        int32_t ch = 0; /* max |w| of the channel on the bit patterns (a NaN sorts above inf) */
+        for (int64_t t = 0; t < T; ++t) {
+            int32_t mb = 0;
+            for (int64_t r = 0; r < R; ++r) {
+                const int32_t v = (int32_t)(wb[t * R + r] & 0x7fffffffu);
+                mb = v > mb ? v : mb;
+            }
+            union { int32_t i; float f; } u = {mb};
+            const float ws = u.f < 1e-30f ? 1e-30f : u.f; /* clamp(min=1e-30): a NaN stays NaN */
+            a->r[t * N + n] = ws;
+            ch = mb > ch ? mb : ch;
+        }
+        union { int32_t i; float f; } cu = {ch};
+        for (int64_t t = 0; t < T; ++t) {
+            const float ws = a->r[t * N + n];
+            if (a->noise) {
+                const float sg = (std * cu.f) / ws;
+                const float *nz = a->noise + t * R * N + n;
+                for (int64_t r = 0; r < R; ++r) {
+                    const float v = w[t * R + r] / ws;
+                    const float d = fmaf(nz[r * N], sg, v) - v;
+                    out[t * R + r] = (v + d) * c;
+                }
+            } else {
+                for (int64_t r = 0; r < R; ++r) out[t * R + r] = (w[t * R + r] / ws) * c;
+            }
+        }
+    }
+}
+
+/* the training ADC of two row tiles, in place on z (T, B, N) -> the noisy partial sums, and y (B, N):
+   v = fma(noise[b, t, n], alpha, z[t, b, n]); c = rint(clamp(v * l_r, -L, L)) * r_l;
+   y = c_0 * f_0 + c_1 * f_1 (+ b_n), f_t = ws[t, n] * r[b] (the general route's tensor operations) */
+static inline __attribute__((always_inline)) void tadc_body(const args_t *a, int64_t r0, int64_t r1) {
+    const int64_t N = a->cols, B = a->rows;
+    const float L = a->adc_levels, alpha = a->sigma, l_r = a->scale, r_l = a->inv;
+    for (int64_t b = r0; b < r1; ++b) {
+        float *restrict z0 = (float *)a->z + b * N, *restrict z1 = (float *)a->z + (B + b) * N;
+        const float *restrict n0 = a->noise ? a->noise + (b * 2) * N : NULL;
+        const float *restrict k0 = a->k, *restrict k1 = a->k + N;
+        const float rb = a->r[b];
+        float *restrict y = a->y + b * N;
+        for (int64_t j = 0; j < N; ++j) {
+            float v0 = z0[j], v1 = z1[j];
+            if (n0) { v0 = fmaf(n0[j], alpha, v0); v1 = fmaf(n0[N + j], alpha, v1); }
+            z0[j] = v0; z1[j] = v1;
+            float c0 = v0 * l_r, c1 = v1 * l_r;
+            c0 = c0 < -L ? -L : c0; c0 = c0 > L ? L : c0; /* clamp as torch.clamp: NaN passes */
+            c1 = c1 < -L ? -L : c1; c1 = c1 > L ? L : c1;
+            c0 = rintf(c0) * r_l; c1 = rintf(c1) * r_l;
+            const float acc = c0 * (k0[j] * rb) + c1 * (k1[j] * rb);
+            y[j] = a->b ? acc + a->b[j] : acc;
+        }
+    }
+}
+
+/* its gradient: gz[t, b, n] = (-rf < z[t, b, n] < rf) ? gy[b, n] * (ws[t, n] * r[b]) : 0 (T tiles) */
+static inline __attribute__((always_inline)) void tadcg_body(const args_t *a, int64_t r0, int64_t r1) {
+    const int64_t N = a->cols, B = a->rows;
+    const float rf = a->sigma;
+    for (int64_t i = r0; i < r1; ++i) { /* i = t * B + b */
+        const int64_t t = i / B, b = i - t * B;
+        const float *restrict z = a->z + i * N, *restrict g = a->x + b * N, *restrict k = a->k + t * N;
+        const float rb = a->r[b];
+        float *restrict out = a->q + i * N;
+        for (int64_t j = 0; j < N; ++j) {
+            const float gv = g[j] * (k[j] * rb);
+            out[j] = (z[j] > -rf && z[j] < rf) ? gv : 0.0f;
+        }
+    }
+}
+
 /* NAME_avx2 and NAME_base: the loop body NAME_body compiled for AVX2+FMA and for baseline x86-64 */
 #define TWO_BUILDS(NAME)                                                                              \
     __attribute__((target("avx2,fma"))) static void NAME##_avx2(const args_t *a, int64_t r0, int64_t r1) { \
@@ -376,6 +464,9 @@ TWO_BUILDS(deva)
 TWO_BUILDS(devb)
 TWO_BUILDS(devc)
 TWO_BUILDS(fq)
+TWO_BUILDS(wts)
+TWO_BUILDS(tadc)
+TWO_BUILDS(tadcg)
 
 static int use_avx2 = -1; /* -1: not chosen yet; cimkit_force_isa overrides (tests) */
 
@@ -511,4 +602,32 @@ void cimkit_fake_quant(const float *x, float *y, int64_t n, float scale, float z
     args_t a = {0};
     a.x = x; a.q = y; a.cols = n; a.scale = scale; a.zp = zp; a.qmin = qmin; a.qmax = qmax;
     run_rows(avx2() ? fq_avx2 : fq_base, &a, (n + DEV_CHUNK - 1) / DEV_CHUNK, DEV_CHUNK, threads);
+}
+
+/* w: (N, T*R) weight; a: like w (the operand, written in w's layout); ws: (T, N) scales;
+   noise: (T, R, N) standard normals or NULL; std: the channel noise's relative std */
+void cimkit_train_weights(const float *w, float *a, float *ws, const float *noise, int64_t tiles, int64_t rows,
+                          int64_t n, float std, float c) {
+    args_t r = {0};
+    r.x = w; r.q = a; r.r = ws; r.noise = noise; r.tiles = tiles; r.inner = rows; r.cols = n; r.sigma = std;
+    r.scale = c;
+    (avx2() ? wts_avx2 : wts_base)(&r, 0, n);
+}
+
+/* z: (2, B, N) partial sums, overwritten with their noisy values; noise: (B, 2, N) or NULL; y: (B, N);
+   ws: (2, N); r: (B,); b: (N,) or NULL */
+void cimkit_tiles_adc(float *z, const float *noise, float *y, int64_t bsz, int64_t n, float alpha, float l_r,
+                      float r_l, float levels, const float *ws, const float *r, const float *b, int threads) {
+    args_t a = {0};
+    a.z = z; a.noise = noise; a.y = y; a.rows = bsz; a.cols = n; a.sigma = alpha; a.scale = l_r; a.inv = r_l;
+    a.adc_levels = levels; a.k = ws; a.r = (float *)r; a.b = b;
+    run_rows(avx2() ? tadc_avx2 : tadc_base, &a, bsz, 2 * n, threads);
+}
+
+/* gy: (B, N); z: (T, B, N) the noisy partial sums; out: (T, B, N); ws: (T, N); r: (B,) */
+void cimkit_tiles_adc_grad(const float *gy, const float *z, float *out, int64_t tiles, int64_t bsz, int64_t n,
+                           float rf, const float *ws, const float *r, int threads) {
+    args_t a = {0};
+    a.x = gy; a.z = z; a.q = out; a.rows = bsz; a.cols = n; a.sigma = rf; a.k = ws; a.r = (float *)r;
+    run_rows(avx2() ? tadcg_avx2 : tadcg_base, &a, tiles * bsz, n, threads);
 }
