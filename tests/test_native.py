@@ -478,3 +478,32 @@ def test_tiles_adc_equals_torch_ops(isa: bool, bias: bool, noisy: bool) -> None:
     gz_ref = g5.permute(2, 0, 1, 3, 4).reshape(2, bsz, n)
     assert torch.equal(native.tiles_adc_grad(gy, zk, 3.0, ws, r), gz_ref)
     assert (gz_ref == 0).any() and (gz_ref != 0).any()  # both sides of the mask are exercised
+
+
+@pytest.mark.parametrize("bias", [False, True])
+@pytest.mark.parametrize("noisy", [False, True])
+def test_adc_scale_equals_adc_codes_then_col_scale(isa: bool, bias: bool, noisy: bool) -> None:
+    g = torch.Generator().manual_seed(11)
+    z = torch.randn(23, 37, generator=g) * 9.0
+    noise = torch.randn(23, 37, generator=g) if noisy else None
+    r, k = torch.rand(23, generator=g) + 0.5, torch.rand(37, generator=g)
+    b = torch.randn(37, generator=g) if bias else None
+    ref_codes = z.clone()
+    sat_ref = native.adc_codes(ref_codes, noise, 0.4, 15)
+    mode = native.COL_MUL_ADD if bias else native.COL_MUL
+    ref = native.col_scale(ref_codes, r, k, 0.25, b, mode, out=torch.empty_like(z))
+    codes, y = z.clone(), torch.empty_like(z)
+    assert native.adc_scale(codes, noise, 0.4, 15, r, k, 0.25, b, y) == sat_ref and sat_ref
+    assert torch.equal(codes, ref_codes) and torch.equal(y, ref)
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "transposed"])
+def test_weight_grad_equals_torch_ops(isa: bool, layout: str) -> None:
+    g = torch.Generator().manual_seed(5)
+    t, rows, n = 2, 13, 9
+    ga = torch.randn(t, rows, n, generator=g)
+    if layout == "transposed":  # (T, R, N) viewing an (T, N, R) buffer, as a one-tile mm backward gives it
+        ga = ga.transpose(1, 2).contiguous().transpose(1, 2)
+    ws = torch.rand(t, n, generator=g) + 0.1
+    ref = ((ga * 0.037) / ws.unsqueeze(1)).permute(2, 0, 1).reshape(n, t * rows)
+    assert torch.equal(native.weight_grad(ga, ws, 0.037), ref)

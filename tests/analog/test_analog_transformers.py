@@ -72,3 +72,18 @@ def test_gaussian_channel_clipping_bounds_each_row() -> None:
         w[1, 1] = 99.0
     analog.clip_weights(a, HWAConfig(clip="gaussian_channel", clip_sigma=2.5))
     assert float(w.detach()[1, 1]) == 99.0
+
+
+def test_gaussian_channel_clipping_in_place_equals_the_out_of_place_form() -> None:
+    from cimkit.analog.hwa import _std
+
+    torch.manual_seed(3)
+    a = _noisy_layer(64, "column")
+    w = a[0].weight
+    with torch.no_grad():
+        w.mul_(torch.rand_like(w) * 3.0)
+    before = w.detach().clone()
+    bound = (_std(before) * 2.5).clamp_min(1e-30)
+    analog.clip_weights(a, HWAConfig(clip="gaussian_channel", clip_sigma=2.5))  # contiguous: in place
+    assert torch.equal(w.detach(), torch.maximum(torch.minimum(before, bound), -bound))
+    assert int((w.detach() != before).sum()) >= 1

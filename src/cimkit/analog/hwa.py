@@ -209,7 +209,10 @@ def clip_weights(model: nn.Module, cfg: HWAConfig) -> None:
             if rows.shape[1] < 2:
                 continue
             bound = (_std(rows) * cfg.clip_sigma).clamp_min(1e-30)  # (C_out, 1)
-            w.copy_(torch.maximum(torch.minimum(rows, bound), -bound).reshape(w.shape))
+            if w.is_contiguous():  # rows is a view of w: clip in place (bound > 0, so the same values)
+                rows.clamp_(-bound, bound)
+            else:
+                w.copy_(torch.maximum(torch.minimum(rows, bound), -bound).reshape(w.shape))
         else:
             w.clamp_(-cfg.clip_value, cfg.clip_value)
 

@@ -144,16 +144,12 @@ class _TrainLinear(torch.autograd.Function):
                 layer._count_conversions(z, 1)
             k = w_scale[0].contiguous()  # (N,)
             inv = 1.0 / gain
-            saturated = native.adc_codes(z, noise.view(z.shape) if noise is not None else None,
-                                         plan.out_noise * gain, levels)  # fmt: skip
-            if saturated:  # the codes are kept for the straight-through mask
-                mode = native.COL_FMA if bias is not None else native.COL_MUL
-                y = native.col_scale(z, r, k, inv, bias, mode, out=torch.empty_like(z))
-                codes = z
-            else:
-                mode = native.COL_MUL_ADD if bias is not None else native.COL_MUL
-                y = native.col_scale(z, r, k, inv, bias, mode, out=z)
-                codes = None
+            y = torch.empty_like(z)
+            saturated = native.adc_scale(z, noise.view(z.shape) if noise is not None else None,
+                                         plan.out_noise * gain, levels, r, k, inv, bias, y)  # fmt: skip
+            codes = z if saturated else None  # kept for the straight-through mask
+            if saturated and bias is not None:  # the general route's fused multiply-add form there
+                native.col_scale(z, r, k, inv, bias, native.COL_FMA, out=y)
             ctx.save_for_backward(q, a2, r, k, w_scale, codes)
             ctx.inv, ctx.saturated = inv, saturated
             return y
@@ -206,9 +202,8 @@ class _TrainLinear(torch.autograd.Function):
         if need_x:
             gq = gq.contiguous()
             gx = native.row_scale(gq, r, ctx.levels, out=gq)  # in place: gq is this function's temporary
-        if need_w:
-            gu = (ga * ctx.c) / w_scale.unsqueeze(1)  # (T, R, N)
-            gw = ctx.geometry.from_tiles(gu, ctx.layer_shape)
+        if need_w:  # (g · c) / w_scale back in the weight's layout, one pass
+            gw = native.weight_grad(ga, w_scale, ctx.c).view(ctx.layer_shape)
         if need_b:
             gb = gy.sum(dim=(0,))  # (N,)
         return gx, gw, gb, None, None, None

@@ -130,6 +130,10 @@ def _declare(lib: ctypes.CDLL) -> None:
     lib.cimkit_tiles_adc.restype = None
     lib.cimkit_tiles_adc_grad.argtypes = [p, p, p, i64, i64, i64, f32, p, p, i32]
     lib.cimkit_tiles_adc_grad.restype = None
+    lib.cimkit_weight_grad.argtypes = [p, p, p, i64, i64, i64, i64, i64, i64, f32]
+    lib.cimkit_weight_grad.restype = None
+    lib.cimkit_adc_scale.argtypes = [p, p, p, i64, i64, f32, f32, p, i64, p, f32, p, i32]
+    lib.cimkit_adc_scale.restype = i32
 
 
 def available() -> bool:
@@ -303,6 +307,32 @@ def tiles_adc_grad(gy: Tensor, z: Tensor, rf: float, w_scale: Tensor, r: Tensor)
     lib.cimkit_tiles_adc_grad(_ptr(gy), _ptr(z), _ptr(out), t, bsz, n, float(rf), _ptr(w_scale), _ptr(r),
                               torch.get_num_threads())  # fmt: skip
     return out
+
+
+def adc_scale(z: Tensor, noise: Tensor | None, sigma: float, levels: int, r: Tensor, k: Tensor, inv: float,
+              bias: Tensor | None, out: Tensor) -> bool:
+    """:func:`adc_codes` then :func:`col_scale` (``COL_MUL_ADD``, or ``COL_MUL`` without a bias) of
+    a linear layer (``z`` (B, N)) in one pass: ``z`` becomes the codes, ``out`` the scaled result;
+    returns whether a code is at full scale (where the caller may need another mode)."""
+    lib = _load()
+    bsz, n = z.shape
+    assert lib is not None and out.shape == z.shape and k.shape == (n,) and r.numel() in (1, bsz)
+    assert noise is None or noise.numel() == z.numel()
+    return bool(lib.cimkit_adc_scale(_ptr(z), _ptr(noise), _ptr(out), bsz, n, float(sigma), float(levels), _ptr(r),
+                                     int(r.numel() > 1), _ptr(k), float(inv), _ptr(bias), torch.get_num_threads()))  # fmt: skip
+
+
+def weight_grad(ga: Tensor, w_scale: Tensor, c: float) -> Tensor:
+    """The weight gradient of :func:`train_weights`' operand: ``(ga · c) / w_scale`` for ``ga``
+    (T, R, N) of any strides, returned in the weight's layout (N, T·R), contiguous."""
+    lib = _load()
+    t, rows, n = ga.shape
+    assert lib is not None and w_scale.shape == (t, n) and w_scale.is_contiguous()
+    assert ga.dtype == torch.float32 and ga.device.type == "cpu" and ga.stride(1) * ga.stride(2) != 0
+    gw = torch.empty(n, t * rows, dtype=ga.dtype)
+    st, sr, sn = ga.stride()
+    lib.cimkit_weight_grad(_ptr(ga), _ptr(gw), _ptr(w_scale), t, rows, n, st, sr, sn, float(c))
+    return gw
 
 
 MAX_POLY = 8  # coefficients of the programming-noise polynomial the device-read kernel takes

@@ -446,6 +446,52 @@ static inline __attribute__((always_inline)) void tadcg_body(const args_t *a, in
     }
 }
 
+/* the weight's gradient: gw[n, t R + r] = (ga[t, r, n] * c) / ws[t, n], ga with strides (st, sr, sn) */
+static inline __attribute__((always_inline)) void wgrad_body(const args_t *a, int64_t r0, int64_t r1) {
+    const int64_t T = a->tiles, R = a->inner, N = a->cols;
+    const int64_t st = a->devs, sr = a->r_stride, sn = a->mode;
+    const float c = a->scale;
+    for (int64_t n = r0; n < r1; ++n) {
+        float *restrict out = a->q + n * T * R;
+        for (int64_t t = 0; t < T; ++t) {
+            const float ws = a->k[t * N + n];
+            const float *g = a->x + t * st + n * sn;
+            if (sr == 1) { for (int64_t r = 0; r < R; ++r) out[t * R + r] = (g[r] * c) / ws; }
+            else { for (int64_t r = 0; r < R; ++r) out[t * R + r] = (g[r * sr] * c) / ws; }
+        }
+    }
+}
+
+/* adc_codes and col_scale's mode 1 (mode 0 without a bias) of a linear layer in one pass: z (B, N)
+   becomes the codes, y = code * f (+ b) with f_bn = (r_b * k_n) * inv; flags a full-scale code */
+static inline __attribute__((always_inline)) void adcs_body(const args_t *a, int64_t r0, int64_t r1) {
+    const int64_t n = a->cols;
+    const float L = a->adc_levels, sigma = a->sigma, inv = a->inv;
+    union { float f; int32_t i; } lb = {L};
+    int sat = 0;
+    for (int64_t i = r0; i < r1; ++i) {
+        float *restrict z = a->q + i * n;
+        float *restrict y = a->y + i * n;
+        const float *restrict nz = a->noise ? a->noise + i * n : NULL;
+        const float *restrict k = a->k, *restrict bias = a->b;
+        const float rb = a->r[i * a->r_stride];
+        int32_t s = 0;
+        for (int64_t j = 0; j < n; ++j) {
+            float v = nz ? fmaf(nz[j], sigma, z[j]) : z[j];
+            v = v < -L ? -L : v; /* clamp as torch.clamp: NaN passes */
+            v = v > L ? L : v;
+            v = rintf(v);
+            z[j] = v;
+            union { float f; int32_t i; } u = {v};
+            s |= (u.i & 0x7fffffff) == lb.i;
+            const float p = v * ((rb * k[j]) * inv);
+            y[j] = bias ? p + bias[j] : p;
+        }
+        sat |= s;
+    }
+    if (sat) __atomic_store_n(a->saturated, 1, __ATOMIC_RELAXED);
+}
+
 /* NAME_avx2 and NAME_base: the loop body NAME_body compiled for AVX2+FMA and for baseline x86-64 */
 #define TWO_BUILDS(NAME)                                                                              \
     __attribute__((target("avx2,fma"))) static void NAME##_avx2(const args_t *a, int64_t r0, int64_t r1) { \
@@ -467,6 +513,8 @@ TWO_BUILDS(fq)
 TWO_BUILDS(wts)
 TWO_BUILDS(tadc)
 TWO_BUILDS(tadcg)
+TWO_BUILDS(wgrad)
+TWO_BUILDS(adcs)
 
 static int use_avx2 = -1; /* -1: not chosen yet; cimkit_force_isa overrides (tests) */
 
@@ -630,4 +678,24 @@ void cimkit_tiles_adc_grad(const float *gy, const float *z, float *out, int64_t 
     args_t a = {0};
     a.x = gy; a.z = z; a.q = out; a.rows = bsz; a.cols = n; a.sigma = rf; a.k = ws; a.r = (float *)r;
     run_rows(avx2() ? tadcg_avx2 : tadcg_base, &a, tiles * bsz, n, threads);
+}
+
+/* ga: (T, R, N) with element strides (st, sr, sn); gw: (N, T*R) contiguous; ws: (T, N) */
+void cimkit_weight_grad(const float *ga, float *gw, const float *ws, int64_t tiles, int64_t rows, int64_t n,
+                        int64_t st, int64_t sr, int64_t sn, float c) {
+    args_t a = {0};
+    a.x = ga; a.q = gw; a.k = ws; a.tiles = tiles; a.inner = rows; a.cols = n; a.devs = st; a.r_stride = sr;
+    a.mode = (int)sn; a.scale = c;
+    (avx2() ? wgrad_avx2 : wgrad_base)(&a, 0, n);
+}
+
+/* z, y: (B, N); noise like z or NULL; r: (B,) or one value (r_stride 0); k, b: (N,) */
+int cimkit_adc_scale(float *z, const float *noise, float *y, int64_t bsz, int64_t n, float sigma, float levels,
+                     const float *r, int64_t r_stride, const float *k, float inv, const float *b, int threads) {
+    args_t a = {0};
+    int saturated = 0;
+    a.q = z; a.noise = noise; a.y = y; a.rows = bsz; a.cols = n; a.sigma = sigma; a.adc_levels = levels;
+    a.r = (float *)r; a.r_stride = r_stride; a.k = k; a.inv = inv; a.b = b; a.saturated = &saturated;
+    run_rows(avx2() ? adcs_avx2 : adcs_base, &a, bsz, n, threads);
+    return saturated;
 }
