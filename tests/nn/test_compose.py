@@ -199,3 +199,10 @@ def test_parametrized_layers_are_found_and_quantized() -> None:
     q = quantize_(net, QuantConfig(w_bits=8, a_bits=None))
     assert isinstance(q.fc1, QuantLayer)
     assert torch.allclose(q.fc1.transformed_weight(), ref_w, atol=float(ref_w.abs().max()) / 100)
+
+
+def test_quantizing_layers_already_on_crossbars_is_an_error() -> None:
+    # the quantized layer's forward would be digital: the crossbars would silently drop out
+    a = analog.convert(_net(), "standard", "ideal")
+    with pytest.raises(ConfigError, match="quantize before mapping onto crossbars"):
+        quantize_(a, QuantConfig(w_bits=4, a_bits=8))

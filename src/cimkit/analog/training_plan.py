@@ -1,19 +1,22 @@
-"""The training forward of a linear layer with few autograd nodes.
+"""The training forward and backward of a linear layer in one autograd node.
 
 Hardware-aware training of a transformer runs many small layers (e.g. 768 tokens x 128 x 128),
 and :func:`cimkit.analog.mvm._grad_route` records some forty autograd nodes per layer: the tiling
-views, the weight scale, the division by it, the noise, the gains, the partial-sum views. Their
-Python and dispatch cost (forward and backward) is several times the layer's matmul. For the
-common case (dynamic per-sample DAC; one weight slice, one input cycle, differential pair; an ADC
-with a fixed range; no calibration recorder; contiguous CPU float32 input; the native kernels
-loaded) this route records four: the DAC codes (:func:`~cimkit.analog.periphery.dynamic_dac_codes`),
-the analog weights (:class:`_AnalogWeights`: tiling, scale, weight noise and gains in one node),
-the matmul, and the ADC with its digital epilogue.
+views, the weight scale, the division by it, the noise, the gains, the partial-sum views, the
+converters. Their dispatch cost and memory passes, forward and backward, are several times the
+layer's matmul. For the common case (dynamic per-sample DAC; one weight slice, one input cycle,
+differential pair; an ADC with a fixed range; no calibration recorder; contiguous CPU float32
+input; the native kernels loaded) :class:`_TrainLinear` is the whole layer: the DAC codes
+(``dac_rows``), the analog weights (``train_weights`` for per-column scaling with no weight noise
+or ``additive_channel`` noise, else the tensor ops), the matmul, the output noise and the ADC with
+its digital epilogue (``adc_scale`` for one row tile, ``tiles_adc`` for two, the tensor ops for
+more); its backward calls ``col_scale`` or ``tiles_adc_grad``, the matmul gradients exactly as
+autograd's ``mm``/``bmm`` backward calls them, ``row_scale`` and ``weight_grad``.
 
-With one row tile it performs the same float32 operations in the same order as the general route,
-forward and backward, so it gives the same bits (``tests/analog/test_training_plan.py``). With
-several row tiles the ADC gain is folded into the weights, as the inference routes do, and the
-tiles are converted and summed by the native kernels: the same arithmetic up to float rounding.
+Every step is the general route's float32 operations in the general route's order, so the plan
+gives the same bits, forward and backward, whether the ADC clips or not
+(``tests/analog/test_training_plan.py``). A plan (what depends on the layer's class, the mapping,
+the device and the ADC range) is cached on the layer and rebuilt when one of them changes.
 """
 
 from __future__ import annotations
@@ -64,10 +67,10 @@ def _build(layer: AnalogLayer, objs: tuple[Any, ...], version: int) -> _Plan | N
 
 
 def _plan(layer: AnalogLayer) -> _Plan | None:
-    """The layer's plan (None where it does not apply), recomputed when the mapping, the route,
-    the device or the ADC range changed."""
+    """The layer's plan (None where it does not apply), recomputed when the layer's class (a
+    transform added or undone), the mapping, the route, the device or the ADC range changed."""
     out_range = layer._parameters["output_range"]
-    objs = (layer.mapping, layer.route, layer.device_cfg, out_range)
+    objs = (type(layer), layer.mapping, layer.route, layer.device_cfg, out_range)  # the class: its transforms
     cached = layer.__dict__.get("_training_plan")  # (objs, version, plan or None)
     if cached is not None and cached[1] == out_range._version and all(a is b for a, b in zip(cached[0], objs)):
         return cached[2]
@@ -95,7 +98,7 @@ def _analog_weights(layer: AnalogLayer, w: Tensor, c: float, plan_native: bool) 
     gain, ``u = tiles(w) / w_scale``, ``A = u + (noise(u) - u)`` (training weight noise), ``A · c``."""
     g = layer.geometry
     noise = layer.weight_noise if layer.training else None
-    if plan_native and w.is_contiguous():
+    if plan_native and native.usable(w):
         std = 0.0 if noise is None else (noise.fused_std() if hasattr(noise, "fused_std") else None)
         if std is not None:  # one pass (cimkit.native.train_weights): the same operations
             nz = None

@@ -80,6 +80,11 @@ def quantize_(
                 f"quantize_: layer '{name}' ({type(mod).__name__}) already computes with a transformed weight of "
                 f"its own (e.g. BitLinear's ternary weights); leave it out with skip = ['{name}'] or undo_ it first"
             )
+        if not isinstance(mod, QuantLayer) and _own_forward(mod):  # e.g. already on crossbars
+            raise ConfigError(
+                f"quantize_: layer '{name}' is already mapped by another transform ({type(mod).__name__}), which "
+                f"would compute without the quantizers; quantize before mapping onto crossbars, or undo_ it first"
+            )
         base = mod.to_float() if isinstance(mod, QuantLayer) else mod
         _check_layer(name, base, lc)
         new = QuantLayer.from_float(base, lc)
@@ -87,6 +92,13 @@ def quantize_(
             return new  # type: ignore[return-value]
         set_module(model, name, new)  # type: ignore[arg-type]
     return model
+
+
+def _own_forward(mod: nn.Module) -> bool:
+    """Whether ``mod`` computes with a forward of its own (an analog layer's crossbars, say), which
+    the quantized layer's forward would replace: the quantizers wrap only the float layers' ops."""
+    base = next((t for t in (*FLOAT_TYPES, nn.Embedding) if isinstance(mod, t)), None)
+    return base is not None and type(mod).forward is not base.forward
 
 
 def _check_layer(name: str, mod: nn.Module, cfg: QuantConfig) -> None:
