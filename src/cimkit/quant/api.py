@@ -82,8 +82,9 @@ def quantize_(
             )
         if not isinstance(mod, QuantLayer) and _own_forward(mod):  # e.g. already on crossbars
             raise ConfigError(
-                f"quantize_: layer '{name}' is already mapped by another transform ({type(mod).__name__}), which "
-                f"would compute without the quantizers; quantize before mapping onto crossbars, or undo_ it first"
+                f"quantize_: layer '{name}' ({type(mod).__name__}) has a forward of its own (e.g. it is already on "
+                f"crossbars), which the quantized layer would replace; quantize before mapping onto crossbars, "
+                f"leave it out with skip = ['{name}'], or undo_ it first"
             )
         base = mod.to_float() if isinstance(mod, QuantLayer) else mod
         _check_layer(name, base, lc)
