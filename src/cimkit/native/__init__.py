@@ -259,22 +259,22 @@ def read_pairs(g_mean: Tensor, g_sigma: Tensor, noise: Tensor, inv: float, post:
     return a
 
 
-def train_weights(w: Tensor, tiles: int, c: float, noise: Tensor | None = None, std: float = 0.0,
-                  noise_offset: int = 0) -> tuple[Tensor, Tensor]:
+def train_weights(w: Tensor, tiles: int, c: float, noise: Tensor | None = None,
+                  std: float = 0.0) -> tuple[Tensor, Tensor]:
     """The analog training forward's weights from ``w`` (N, C), ``C = T · R``, per-column scaling:
     ``w_scale[t, n] = max(max_r |w[n, tR + r]|, 1e-30)`` (T, N) and the matmul operand ``A · c`` in
     ``w``'s layout, ``u = w / w_scale``, ``A = u`` or, with channel noise of relative std ``std``
-    (standard normals ``noise`` (T, R, N), or read from element ``noise_offset`` of a longer tensor),
+    (standard normals ``noise``, T · R · N contiguous values in (T, R, N) order),
     ``σ = (std · max_{t,r} |w[n, ·]|) / w_scale``, ``A = u + (fma(noise, σ, u) - u)``: the tensor
     operations of the general route (``addcmul`` is one fused multiply-add)."""
     lib = _load()
     n, cols = w.shape
     rows = cols // tiles
     assert lib is not None and rows * tiles == cols and w.is_contiguous()
-    assert noise is None or (noise.is_contiguous() and noise.numel() >= noise_offset + w.numel())
+    assert noise is None or (noise.is_contiguous() and noise.numel() == w.numel())
     a = torch.empty_like(w)
     ws = torch.empty(tiles, n, dtype=w.dtype)
-    lib.cimkit_train_weights(_ptr(w), _ptr(a), _ptr(ws), _ptr(noise, noise_offset), tiles, rows, n, float(std),
+    lib.cimkit_train_weights(_ptr(w), _ptr(a), _ptr(ws), _ptr(noise), tiles, rows, n, float(std),
                              float(c))  # fmt: skip
     return a, ws
 

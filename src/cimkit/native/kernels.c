@@ -18,6 +18,14 @@
                  mode 0: c * f;  1: (c * f) + b_n;  2: fmaf(c, f, b_n);  3 (a gradient through the
                  ADC's straight-through estimator): (|code| < La ? c : 0) * f
    row_scale     the DAC codes' gradient:  g_ij * ((1 / r_i) * L)
+   adc_scale     adc_codes then col_scale mode 1 (mode 0 without a bias) in one pass (a linear layer)
+   train_weights the training forward's weights of a linear layer, per output channel n:
+                   ws_tn = max(max_r |w_n,tR+r|, 1e-30);  u = w / ws;  A = u (no noise) or
+                   s = (std * max_t,r |w_n|) / ws;  A = u + (fma(noise, s, u) - u);  out = A * c
+   weight_grad   its gradient back to the weight's layout: (g * c) / ws
+   tiles_adc     the training ADC of two row tiles (range r_adc):  v = fma(noise, alpha, z);
+                   y = sum_t (rint(clamp(v_t * l_r, -La, La)) * r_l) * (ws_t * r_b) (+ b)
+                 and its gradient (tiles_adc_grad): g * (ws_t * r_b) where -rf < v < rf, else 0
    read_pairs    one read of programmed conductances with read noise, to normalised weights A:
                    g_sdj = max(fma(sigma_sdj, noise_sdj, mean_sdj), 0)
                    A_sj  = ((g_s0j - g_s1j) * inv) * post   (a differential pair; one device: g_s0j)
@@ -182,20 +190,30 @@ static inline __attribute__((always_inline)) void read_body(const args_t *r, int
     }
 }
 
-/* flat, in place; a row is a block of `cols` elements */
-/* one row of codes in place; returns whether a code is at full scale (|code| == L: after the clamp
-   nothing is beyond it, and a NaN never counts), compared on the bit patterns so the loop vectorizes */
+/* the training ADC of one value (adc_code with its options as arguments, so loops vectorize) */
+static inline __attribute__((always_inline)) float train_code(float z, const float *nz, int64_t j, float sigma,
+                                                              float L) {
+    float v = nz ? fmaf(nz[j], sigma, z) : z;
+    v = v < -L ? -L : v; /* clamp as torch.clamp: NaN passes */
+    v = v > L ? L : v;
+    return rintf(v);
+}
+
+/* a code at full scale (|code| == L: after the clamp nothing is beyond it, and a NaN never counts),
+   compared on the bit patterns so the loop vectorizes */
+static inline __attribute__((always_inline)) int32_t full_scale(float v, int32_t l_bits) {
+    union { float f; int32_t i; } u = {v};
+    return (u.i & 0x7fffffff) == l_bits;
+}
+
+/* one row of codes in place (a row is a block of `cols` elements); returns whether one is at full scale */
 static inline __attribute__((always_inline)) int codes_row(float *restrict z, const float *restrict nz, int64_t n,
                                                            float sigma, float L, int32_t l_bits) {
     int32_t sat = 0;
     for (int64_t j = 0; j < n; ++j) {
-        float v = nz ? fmaf(nz[j], sigma, z[j]) : z[j];
-        v = v < -L ? -L : v; /* clamp as torch.clamp: NaN passes */
-        v = v > L ? L : v;
-        v = rintf(v);
+        const float v = train_code(z[j], nz, j, sigma, L);
         z[j] = v;
-        union { float f; int32_t i; } u = {v};
-        sat |= (u.i & 0x7fffffff) == l_bits;
+        sat |= full_scale(v, l_bits);
     }
     return sat;
 }
@@ -477,13 +495,9 @@ static inline __attribute__((always_inline)) void adcs_body(const args_t *a, int
         const float rb = a->r[i * a->r_stride];
         int32_t s = 0;
         for (int64_t j = 0; j < n; ++j) {
-            float v = nz ? fmaf(nz[j], sigma, z[j]) : z[j];
-            v = v < -L ? -L : v; /* clamp as torch.clamp: NaN passes */
-            v = v > L ? L : v;
-            v = rintf(v);
+            const float v = train_code(z[j], nz, j, sigma, L);
             z[j] = v;
-            union { float f; int32_t i; } u = {v};
-            s |= (u.i & 0x7fffffff) == lb.i;
+            s |= full_scale(v, lb.i);
             const float p = v * ((rb * k[j]) * inv);
             y[j] = bias ? p + bias[j] : p;
         }
