@@ -19,10 +19,11 @@ with the fp32 baseline of the same seed measured in the same run. Three parts:
    ``block`` pruning (whole arrays) vs ``unstructured`` pruning with the same per-layer sparsity:
    occupied arrays and accuracy after fine-tuning (goal: >= 4x fewer arrays at <= 0.3 points loss);
    ``tile_column`` (TinyADC) pruning: required ADC bits (``cimkit.sparse.report``) vs dense at the
-   measured accuracy. A 64x64-array row is added for reference. Energy per inference needs the cost
-   model (``cimkit.cost``), which is not part of this branch: the JSON says so instead of a number.
+   measured accuracy. A 64x64-array row is added for reference. Energy per inference before and
+   after comes from the cost model (``cimkit.cost.estimate`` on ``rram_22nm`` with the same array
+   size; empty arrays cost nothing).
 
-Scaled to about 40 minutes on two quiet CPU cores with one torch thread (stated in the JSON):
+Scaled to about 20 minutes on two quiet CPU cores with one torch thread (stated in the JSON):
 training subsets of 30 000 (MNIST / Fashion-MNIST for LeNet-5 and vgg_small) and 3 000 images
 (resnet20, width 8 instead of 16), the full 10 000-image test sets (2 000 for resnet20), 2-3 epochs
 of baseline training and 1-2 epochs of every fine-tuning. ``--quick`` shrinks all of it to a smoke run

@@ -194,3 +194,35 @@ def test_trace_restores_every_module_mode_and_leaves_no_hooks() -> None:
     assert [m.training for m in net.modules()] == before
     assert (len(torch_module._global_forward_pre_hooks), len(torch_module._global_forward_hooks)) == hooks_before
     assert [d.name for d in g.prunable()] == ["0"]  # the last conv feeds the model output: pinned
+
+
+def _graph_rows(g) -> list:
+    """Everything a dependency graph says: dimensions, their units' positions, branches."""
+    return g.describe() + [[sorted((tuple(k), v) for k, v in u.positions.items()) for u in d.units]
+                           for d in g.dims] + [(b.name, b.layers, b.norms) for b in g.branches]  # fmt: skip
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_per_channel_shortcut_gives_the_general_trace(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The trace's shortcut for shadows known to be constant per channel (layer outputs, residual
+    adds) records the same graph as the element-by-element rules it skips."""
+    from cimkit.sparse import deps
+
+    model, x = build(name)
+    fast = _graph_rows(analyze(model, x))
+    monkeypatch.setattr(deps._Recorder, "channels", lambda self, atoms: None)
+    slow = _graph_rows(analyze(model, x))
+    assert fast == slow
+
+
+def test_dimension_index_lists_every_units_positions() -> None:
+    model, x = build("resnet20")
+    g = analyze(model, x)
+    for d in g.prunable():
+        for m in d.members():
+            idx = d.index(m)
+            pos = [u.positions.get(m) for u in d.units]
+            if idx is None:  # some unit lacks the member or has another width
+                assert any(p is None for p in pos) or len({len(p) for p in pos}) > 1
+            else:
+                assert idx.tolist() == [list(p) for p in pos]

@@ -38,16 +38,15 @@ __all__ = [
 _SCORED_PARAMS = ("weight",)  # biases, shifts and running statistics are masked, not scored
 
 
-def _member_rows(mod: nn.Module, m: Member, units: Sequence[Any]) -> Tensor:
-    """``(units, k)`` values of member ``m`` of every unit (k = positions x the other dims' size)."""
+def _member_rows(mod: nn.Module, m: Member, dim: Dimension) -> Tensor:
+    """``(units, k)`` values of member ``m`` of every unit of ``dim`` (k = positions x the other dims' size)."""
     t = getattr(mod, m.param)
-    pos = [u.positions[m] for u in units]
-    counts = {int(p.numel()) for p in pos}
-    if len(counts) == 1:
-        idx = torch.stack(pos).to(t.device)  # (U, k)
-        sel = t.index_select(m.dim, idx.reshape(-1)).movedim(m.dim, 0)  # (U*k, ...)
-        return sel.reshape(len(units), -1)
-    rows = [t.index_select(m.dim, p.to(t.device)).movedim(m.dim, 0).reshape(-1) for p in pos]
+    idx = dim.index(m)
+    if idx is not None:  # (U, p): every unit has as many positions
+        sel = t.index_select(m.dim, idx.reshape(-1).to(t.device)).movedim(m.dim, 0)  # (U*p, ...)
+        return sel.reshape(dim.size, -1)
+    rows = [t.index_select(m.dim, torch.tensor(u.positions[m], device=t.device)).movedim(m.dim, 0).reshape(-1)
+            for u in dim.units]  # fmt: skip
     width = max(int(r.numel()) for r in rows)
     return torch.stack([nn.functional.pad(r, (0, width - r.numel())) for r in rows])  # zero padding
 
@@ -60,8 +59,9 @@ def unit_matrix(model: nn.Module, dim: Dimension, roles: Sequence[str] = ("out",
     members = [m for m in dim.members() if m.role in roles and m.param in _SCORED_PARAMS]
     if not members:
         raise ConfigError(f"dimension {dim.name}: no {'/'.join(roles)} weights to score")
-    present = [m for m in members if all(m in u.positions for u in dim.units)]  # every unit has a slice there
-    parts = [_member_rows(mods[m.module], m, dim.units) for m in present]
+    present = [m for m in members  # every unit has a slice there
+               if dim.index(m) is not None or all(m in u.positions for u in dim.units)]
+    parts = [_member_rows(mods[m.module], m, dim) for m in present]
     return torch.cat(parts, dim=1)
 
 
@@ -77,17 +77,17 @@ def mask_units(model: nn.Module, dim: Dimension, pruned: Sequence[int],
     if not len(pruned):
         return
     mods = mods if mods is not None else dict(model.named_modules())
-    by_member: dict[Member, list[Tensor]] = {}
+    by_member: dict[Member, list[int]] = {}
     for i in pruned:
         for m, p in dim.units[i].positions.items():
             if m.param in ("running_mean", "running_var"):
                 continue
-            by_member.setdefault(m, []).append(p)
+            by_member.setdefault(m, []).extend(p)
     for m, ps in by_member.items():
         mod = mods[m.module]
         t = getattr(mod, m.param)
         mask = torch.ones_like(t)
-        mask.index_fill_(m.dim, torch.cat(ps).to(t.device), 0.0)
+        mask.index_fill_(m.dim, torch.tensor(ps, dtype=torch.long, device=t.device), 0.0)
         set_mask(mod, m.param, mask, where=m.module)
 
 

@@ -9,7 +9,10 @@ two tracked tensors (a residual) unites the atoms it adds; attention
 (``F.scaled_dot_product_attention``) unites all channels of one head of q, k and v. What cannot be
 followed exactly *pins* the atoms it touches (they are never pruned): normalisations across
 channels (LayerNorm, GroupNorm), ops that do not map zero to zero (sigmoid, exp, adding a
-constant), unknown functions, grouped convolutions, and the model's outputs.
+constant), unknown functions, grouped convolutions, and the model's outputs. A shadow known to be
+constant per channel (a layer's output, and what identities and residual adds make of it) carries
+its per-channel atoms along, so that the next layer and the next add read them without comparing
+or sorting every element (the same graph; tested against the element-by-element rules).
 
 The result (:class:`DepGraph`) lists
 
@@ -92,12 +95,13 @@ class Member(NamedTuple):
 
 @dataclass
 class Unit:
-    """One prunable unit (a channel, or a head): positions per member tensor."""
+    """One prunable unit (a channel, or a head): its positions (indices along ``Member.dim``, ascending)
+    per member tensor."""
 
-    positions: dict[Member, Tensor]
+    positions: dict[Member, tuple[int, ...]]
 
     def size(self) -> int:
-        return max((int(p.numel()) for m, p in self.positions.items() if m.role == "out"), default=0)
+        return max((len(p) for m, p in self.positions.items() if m.role == "out"), default=0)
 
 
 @dataclass
@@ -113,6 +117,7 @@ class Dimension:
     pinned: str | None = None  # why these units can never be pruned
     head_owner: str | None = None  # the module whose head count changes (head dimensions)
     head_attr: str | None = None
+    _index: dict[Member, Tensor | None] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     @property
     def size(self) -> int:
@@ -124,6 +129,15 @@ class Dimension:
         for u in self.units:
             out.update(dict.fromkeys(u.positions))
         return list(out)
+
+    def index(self, m: Member) -> Tensor | None:
+        """``(units, k)`` positions of every unit in member ``m`` (CPU, cached), or None when some
+        unit has no slice there or the units occupy different numbers of positions."""
+        if m not in self._index:
+            pos = [u.positions.get(m) for u in self.units]
+            ok = all(p is not None for p in pos) and len({len(p) for p in pos}) == 1
+            self._index[m] = torch.tensor([i for p in pos for i in p], dtype=torch.long).view(len(pos), -1) if ok else None
+        return self._index[m]
 
 
 @dataclass
@@ -245,6 +259,9 @@ class _Recorder(TorchFunctionMode):
         super().__init__()
         self.uf = _Atoms()
         self.shadow: dict[int, tuple[Tensor, Tensor]] = {}  # id(t) -> (t kept alive, atoms)
+        # id(atoms) -> (atoms kept alive, dim, per-channel atoms (C,), as a list): shadows known to be
+        # constant over every dim but ``dim`` (a layer's outputs, and what adds and identities make of them)
+        self.chan: dict[int, tuple[Tensor, int, Tensor, list[int]]] = {}
         self.anc: dict[int, frozenset[str]] = {}  # id(t) -> weighted/norm layers it depends on
         self.inside: nn.Module | None = None  # the leaf module being run (its internals are not traced)
         self.busy = False  # the hooks' own tensor work is not traced
@@ -278,7 +295,23 @@ class _Recorder(TorchFunctionMode):
         return out
 
     def tracked(self, t: Tensor) -> bool:
-        return bool((self.get(t) >= 0).any())
+        a = self.get(t)
+        c = self.channels(a)
+        if c is not None:
+            return any(v >= 0 for v in c[3])
+        return bool((a >= 0).any())
+
+    def channels(self, atoms: Tensor) -> tuple[Tensor, int, Tensor, list[int]] | None:
+        """The per-channel entry of a shadow (see ``chan``), if it is known."""
+        c = self.chan.get(id(atoms))
+        return c if c is not None and c[0] is atoms else None
+
+    def per_position(self, atoms: Tensor, dim: int) -> Tensor | None:
+        """:func:`_per_position`, from the per-channel entry when the shadow has one."""
+        c = self.channels(atoms)
+        if c is not None and c[1] == dim % atoms.dim():
+            return c[2]
+        return _per_position(atoms, dim)
 
     # -------------------------------------------------------------- module hooks
 
@@ -322,7 +355,7 @@ class _Recorder(TorchFunctionMode):
             cdim = -1 if isinstance(m, nn.Linear) else 1
             grouped = isinstance(m, nn.modules.conv._ConvNd) and m.groups != 1
             if xa is not None:
-                feat = _per_position(xa, cdim if cdim >= 0 else xa.dim() - 1)
+                feat = self.per_position(xa, cdim if cdim >= 0 else xa.dim() - 1)
                 if feat is None or grouped:
                     self.uf.pin_all(xa, f"{name}: grouped convolution" if grouped else f"{name}: input channels "
                                     f"vary over positions")  # fmt: skip
@@ -333,7 +366,7 @@ class _Recorder(TorchFunctionMode):
                                    pinned=f"{name}: grouped convolution" if grouped else None)  # fmt: skip
             self.set(out, atoms, anc)
         elif isinstance(m, nn.modules.batchnorm._BatchNorm) and xa is not None:
-            feat = _per_position(xa, 1)
+            feat = self.per_position(xa, 1)
             if feat is None:
                 self.uf.pin_all(xa, f"{name}: BatchNorm input channels vary over positions")
             else:
@@ -364,7 +397,9 @@ class _Recorder(TorchFunctionMode):
         d = cdim if cdim >= 0 else out.dim() - 1
         shape = [1] * out.dim()
         shape[d] = n
-        return per.view(shape).expand(out.shape).clone()
+        atoms = per.view(shape).expand(out.shape).clone()
+        self.chan[id(atoms)] = (atoms, d, per, per.tolist())
+        return atoms
 
     # -------------------------------------------------------------- functions
 
@@ -486,6 +521,8 @@ class _Recorder(TorchFunctionMode):
         if name.startswith("__r") and name not in ("__radd__", "__rmul__"):  # reflected: b op a
             a, b = b, a
         shp = out.shape
+        if name not in _DIV and self._channel_binary(name, a, b, out, anc):
+            return
 
         def atoms_val(v: Any) -> tuple[Tensor, Tensor]:
             if isinstance(v, Tensor):
@@ -513,6 +550,28 @@ class _Recorder(TorchFunctionMode):
         else:  # division: the numerator keeps zeros, a tracked denominator does not
             self.uf.pin_all(ba, f"'{name}' divides by a channel")
         self._assign(out, torch.where(ta, aa, ba), anc)
+
+    def _channel_binary(self, name: str, a: Any, b: Any, out: Tensor, anc: frozenset[str]) -> bool:
+        """The common case of an add or product (a residual): two same-shape tensors whose every
+        channel is tracked, constant over the other dims. Their channels are united pairwise in
+        plain Python (no unique over every element); False when the case does not apply."""
+        if not (isinstance(a, Tensor) and isinstance(b, Tensor) and a.shape == out.shape and b.shape == out.shape):
+            return False
+        aa, ba = self.get(a), self.get(b)
+        ca, cb = self.channels(aa), self.channels(ba)
+        if ca is None or cb is None or ca[1] != cb[1] or len(ca[3]) != len(cb[3]):
+            return False
+        la, lb = ca[3], cb[3]
+        if min(la, default=-1) < 0 or min(lb, default=-1) < 0:
+            return False
+        for x, y in zip(la, lb):
+            if x != y:
+                self.uf.union(x, y)
+        if name in _ADD:
+            self.adds.append((self.stack[-1] if self.stack else "", self.anc.get(id(a), frozenset()),
+                              self.anc.get(id(b), frozenset())))  # fmt: skip
+        self._assign(out, aa, anc)  # every channel of a is tracked: the sum's atoms are a's (shared)
+        return True
 
     def _attention(self, args: tuple, kwargs: dict, out: Any, anc: frozenset[str]) -> None:
         names = ("query", "key", "value")
@@ -594,36 +653,35 @@ def _head_attr(model: nn.Module, owner: str, n_head: int) -> str | None:
 def _build(model: nn.Module, rec: _Recorder) -> DepGraph:
     uf = rec.uf
     mods = dict(model.named_modules())
+    root = [uf.find(a) for a in range(len(uf.parent))]  # every atom's root, looked up once
     for owner, n_head, per_head in rec.heads:
         for _h, atoms in enumerate(per_head):
             if atoms.numel():
-                uf.head.setdefault(uf.find(int(atoms[0])), (owner, n_head))
-    units: dict[int, dict[Member, Tensor]] = {}
+                uf.head.setdefault(root[int(atoms[0])], (owner, n_head))
+    units: dict[int, dict[Member, tuple[int, ...]]] = {}
     order: dict[int, tuple[int, int]] = {}  # root -> (producer index, first channel) for sorting
     producers_of: dict[int, list[str]] = {}
 
-    def by_root(atoms: Tensor) -> list[tuple[int, Tensor]]:
-        """``(root, positions)`` for every root among the per-channel ``atoms`` (C,), roots ascending
-        (a few dozen channels: plain Python beats a handful of tiny tensor ops)."""
+    def by_root(atoms: Tensor) -> dict[int, tuple[int, ...]]:
+        """Positions of every root among the per-channel ``atoms`` (C,) (a few dozen channels:
+        plain Python beats a handful of tiny tensor ops)."""
         groups: dict[int, list[int]] = {}
         for i, a in enumerate(atoms.reshape(-1).tolist()):
             if a >= 0:
-                groups.setdefault(uf.find(a), []).append(i)
-        roots = sorted(groups)
-        pos = torch.tensor([i for r in roots for i in groups[r]], dtype=torch.long)  # one tensor, split in views
-        return list(zip(roots, pos.split([len(groups[r]) for r in roots])))
+                groups.setdefault(root[a], []).append(i)
+        return {r: tuple(p) for r, p in groups.items()}
 
     for pi, (name, per) in enumerate(rec.prod.items()):
         param, d = rec.prod_member[name]
         mod = mods[name]
         bias = param == "weight" and d == 0 and getattr(mod, "bias", None) is not None
         m_w, m_b = Member(name, param, d, "out"), Member(name, "bias", 0, "out")
-        for r, pos in by_root(per):
+        for r, pos in by_root(per).items():
             u = units.setdefault(r, {})
             u[m_w] = pos
             if bias:
                 u[m_b] = pos
-            order.setdefault(r, (pi, int(pos[0])))
+            order.setdefault(r, (pi, pos[0]))
             producers_of.setdefault(r, []).append(name)
     for table, role in ((rec.cons, "in"), (rec.norm, "norm")):
         for name, feat in table.items():
@@ -631,38 +689,38 @@ def _build(model: nn.Module, rec: _Recorder) -> DepGraph:
             params = ["weight"] if role == "in" else [p for p in ("weight", "bias", "running_mean", "running_var")
                                                        if getattr(mod, p, None) is not None]  # fmt: skip
             members = [Member(name, p, 1 if role == "in" else 0, role) for p in params]
-            for r, pos in by_root(feat):
-                if r not in units:
-                    continue
-                for m in members:
-                    units[r][m] = pos
+            for r, pos in by_root(feat).items():
+                u = units.get(r)
+                if u is not None:
+                    u.update(dict.fromkeys(members, pos))
     # group the units into dimensions by their producers (and head owner)
     dims: dict[tuple, Dimension] = {}
-    for r in sorted(units, key=lambda r: order[r]):
+    for r in sorted(units, key=order.__getitem__):
         prods = producers_of[r]
         head = uf.head.get(r)
         key = (tuple(prods), head)
         u = Unit(units[r])
-        if key not in dims:
+        d = dims.get(key)
+        if d is None:
             cons = sorted({m.module for m in u.positions if m.role == "in"})
             norms = sorted({m.module for m in u.positions if m.role == "norm"})
             kind = "head" if head is not None else "channel"
-            dims[key] = Dimension(name=prods[0] + (":heads" if head else ""), kind=kind, producers=list(prods),
-                                  consumers=cons, norms=norms, units=[])  # fmt: skip
+            d = dims[key] = Dimension(name=prods[0] + (":heads" if head else ""), kind=kind, producers=list(prods),
+                                      consumers=cons, norms=norms, units=[])  # fmt: skip
             if head is not None:
-                dims[key].head_owner = head[0]
-                dims[key].head_attr = _head_attr(model, head[0], head[1])
-                if dims[key].head_attr is None:
-                    dims[key].pinned = (f"{head[0]}: no head-count attribute ({', '.join(HEAD_ATTRS)}) equal to "
-                                        f"{head[1]}; heads cannot be removed")  # fmt: skip
-        d = dims[key]
+                d.head_owner = head[0]
+                d.head_attr = _head_attr(model, head[0], head[1])
+                if d.head_attr is None:
+                    d.pinned = (f"{head[0]}: no head-count attribute ({', '.join(HEAD_ATTRS)}) equal to "
+                                f"{head[1]}; heads cannot be removed")  # fmt: skip
         d.units.append(u)
-        for m in u.positions:
+        if r in uf.pin and d.pinned is None:
+            d.pinned = uf.pin[r]
+    for d in dims.values():  # members of later units that the first unit lacks, in first-seen order
+        for m in d.members():
             lst = d.consumers if m.role == "in" else d.norms if m.role == "norm" else None
             if lst is not None and m.module not in lst:
                 lst.append(m.module)
-        if r in uf.pin and d.pinned is None:
-            d.pinned = uf.pin[r]
     out = DepGraph(dims=list(dims.values()))
     out.branches = _branches(rec, mods)
     return out

@@ -59,25 +59,25 @@ class RemovalResult:
                 "heads": dict(self.heads), "removed_units": self.removed}  # fmt: skip
 
 
-def _zero_positions(t: Tensor, dim: int) -> Tensor:
-    """``(t.shape[dim],)`` bool: which slices of ``t`` along ``dim`` are exactly zero."""
-    return (t.detach() == 0).movedim(dim, 0).reshape(t.shape[dim], -1).all(1).cpu()
+def _zero_positions(t: Tensor, dim: int) -> list[bool]:
+    """Which slices of ``t`` along ``dim`` are exactly zero."""
+    return (t.detach() == 0).movedim(dim, 0).reshape(t.shape[dim], -1).all(1).tolist()
 
 
 def dead_units(model: nn.Module, dim: Dimension, mods: dict[str, nn.Module] | None = None) -> list[int]:
     """Indices of ``dim``'s units whose removal changes no output (see the module docstring)."""
     mods = mods if mods is not None else dict(model.named_modules())
-    zero: dict[Member, Tensor] = {}
+    zero: dict[Member, list[bool]] = {}
 
-    def z(m: Member) -> Tensor:
-        if m not in zero:
-            zero[m] = _zero_positions(getattr(mods[m.module], m.param), m.dim)
-        return zero[m]
+    def all_zero(m: Member, p: tuple[int, ...]) -> bool:
+        z = zero.get(m)
+        if z is None:
+            z = zero[m] = _zero_positions(getattr(mods[m.module], m.param), m.dim)
+        return all(z[i] for i in p)
 
     out = []
     for i, u in enumerate(dim.units):
-        cons = [(m, p) for m, p in u.positions.items() if m.role == "in"]
-        if all(bool(z(m)[p].all()) for m, p in cons):  # not used anywhere
+        if all(all_zero(m, p) for m, p in u.positions.items() if m.role == "in"):  # not used anywhere
             out.append(i)
             continue
         dead = True
@@ -85,7 +85,7 @@ def dead_units(model: nn.Module, dim: Dimension, mods: dict[str, nn.Module] | No
             mod = mods[m.module]
             if (m.role == "out" or (m.role == "norm" and m.param in ("weight", "bias"))
                     or (m.role == "norm" and m.param == "running_mean" and getattr(mod, "weight", None) is None)):
-                dead = bool(z(m)[p].all())  # a BatchNorm without affine shifts by -mean / std
+                dead = all_zero(m, p)  # a BatchNorm without affine shifts by -mean / std
             if not dead:
                 break
         if dead:
@@ -134,7 +134,7 @@ def remove_(model: nn.Module, example_input: Any, *, keep_masks: bool = False, g
     _check_plain(mods)
     g = graph if graph is not None else analyze(model, example_input)
     res = RemovalResult()
-    drop: dict[Member, list[Tensor]] = {}  # (module, tensor, dim) -> positions to remove
+    drop: dict[tuple[str, str, int], set[int]] = {}  # (module, tensor, dim) -> positions to remove
     heads: dict[str, tuple[str, int]] = {}
     todo = [(d, None) for d in g.prunable()] if units is None else [(d, list(u)) for d, u in units]
     for d, chosen in todo:
@@ -144,19 +144,24 @@ def remove_(model: nn.Module, example_input: Any, *, keep_masks: bool = False, g
         res.dims.append((d.name, d.kind, d.size, d.size - len(dead)))
         for i in dead:
             for m, p in d.units[i].positions.items():
-                drop.setdefault(Member(m.module, m.param, m.dim, ""), []).append(p)
+                s = drop.get((m.module, m.param, m.dim))
+                if s is None:
+                    s = drop[(m.module, m.param, m.dim)] = set()
+                s.update(p)
         if d.kind == "head" and d.head_owner is not None and d.head_attr is not None and dead:
             heads[d.head_owner] = (d.head_attr, d.size - len(dead))
     masks = {k: v.clone() for k, v in layer_masks(model).items()} if keep_masks else {}
     bake_(model)
     mods = dict(model.named_modules())
     kept_idx: dict[tuple[str, str], list[tuple[int, Tensor]]] = {}
-    for m, ps in drop.items():
-        mod = mods[m.module]
-        t = getattr(mod, m.param)
-        gone = set(torch.cat(ps).tolist())  # a few dozen channels: plain Python beats tensor indexing
-        keep = torch.tensor([i for i in range(t.shape[m.dim]) if i not in gone], dtype=torch.long)
-        kept_idx.setdefault((m.module, m.param), []).append((m.dim, keep))
+    keeps: dict[tuple[int, frozenset[int]], Tensor] = {}  # a filter's weight, bias and BatchNorm share one
+    for (mname, pname, dim), gone in drop.items():
+        n = getattr(mods[mname], pname).shape[dim]
+        k = (n, frozenset(gone))
+        keep = keeps.get(k)
+        if keep is None:  # a few dozen channels: plain Python beats tensor indexing
+            keep = keeps[k] = torch.tensor([i for i in range(n) if i not in gone], dtype=torch.long)
+        kept_idx.setdefault((mname, pname), []).append((dim, keep))
     for (mname, pname), cuts in kept_idx.items():
         mod = mods[mname]
         t = getattr(mod, pname)
