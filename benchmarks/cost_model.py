@@ -19,10 +19,14 @@
 3. Digital sanity. An 8-bit MAC layer on ``horowitz_45nm`` costs exactly the table's 0.2 + 0.03 pJ
    per MAC.
 4. The ADC models side by side: energy per 8-bit conversion of every ADC preset.
+5. A check on the TOPS gap: NeuroSim's per-layer weight duplication for its pipelined chip
+   (``Chip.cpp`` rule, :func:`neurosim_pipeline_speedup`) applied to cimkit's per-layer latencies,
+   with the stage time Table VII's TOPS implies beside it.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import statistics
 import time
@@ -93,6 +97,35 @@ def fidelity(rep: _bench.Report) -> None:
                  "1 ± 0.001", abs(t[key] / NEUROSIM_VGG8[key] - 1) <= 1e-3)  # fmt: skip
 
 
+def neurosim_pipeline_speedup(layers: list[tuple[int, int]]) -> list[int]:
+    """Per-layer weight duplication of NeuroSim V1.4's pipelined chip (``pipeline = true``,
+    ``speedUpDegree = 8``; rule of ``Chip.cpp::ChipDesignInitialize``): the degree is capped at
+    ``max IFM / min IFM`` over conv layers, and a layer with an input ``h`` pixels wide is duplicated
+    ``ceil((h / ceil(max IFM / degree))²)`` times. ``layers``: ``(input width, kernel size)``."""
+    max_ifm = layers[0][0]
+    min_ifm = min(h for h, k in layers if k != 1)
+    degree = min(8, max_ifm // min_ifm)
+    bound = math.ceil(max_ifm / degree)
+    return [math.ceil((h / bound) ** 2) for h, _ in layers]
+
+
+def pipeline_check(rep: _bench.Report) -> None:
+    """Why TOPS cannot match by duplication alone: NeuroSim's per-layer duplication applied to
+    cimkit's per-layer array latencies (a pipeline runs at its slowest stage)."""
+    model = VGG8().eval()
+    x = torch.zeros(1, 3, 32, 32)
+    shapes = [(32, 3), (32, 3), (16, 3), (16, 3), (8, 3), (8, 3), (1, 1), (1, 1)]  # NetWork_VGG8.csv: IFM, kernel
+    dup = neurosim_pipeline_speedup(shapes)
+    for pr, ref in TABLE_VII.items():
+        tab = estimate(model, x, f"neurosim_table7_pr{pr}")
+        lat = [r.latency_us for r in tab.layers if r.op in ("conv", "linear")]
+        stage = max(t / d for t, d in zip(lat, dup))
+        tops_pipe = 2 * tab.total()["macs"] / (stage * 1e-6) / 1e12
+        ref_stage = 2 * NEUROSIM_VGG8["macs"] / (ref["tops"] * 1e12) * 1e6
+        rep.row(part="pipeline", spec=f"neurosim_table7_pr{pr}", duplication=dup, layer_latency_us=lat,
+                stage_us=stage, tops_pipelined=tops_pipe, ref_tops=ref["tops"], ref_stage_us=ref_stage)  # fmt: skip
+
+
 def speed(rep: _bench.Report, quick: bool) -> None:
     repeats = 3 if quick else 5
     spec = SPECS.get("rram_22nm")
@@ -154,6 +187,7 @@ def main() -> None:
     load = os.getloadavg()
     t0 = time.perf_counter()
     fidelity(rep)
+    pipeline_check(rep)
     speed(rep, args.quick)
     digital_sanity(rep)
     adc_models(rep)

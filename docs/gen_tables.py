@@ -372,7 +372,8 @@ def t_sparsity() -> str:
         rows.append([f"SSL group lasso + channel removal, `{x['model']}`", pct(x["acc"]), num(x["drop_pt"]),
                      f"conv MACs ×{x['conv_macs_ratio']:.2f}, CPU {x['speedup']:.2f}× faster", str(x["n"])])  # fmt: skip
     for x in _mean_by([x for x in r["rows"] if x["part"] == "crossbar"], ("model", "tile", "arm")):
-        blk = f"block pruning, {100 * float(x['arm'].split()[-1][:-1]):.0f}% target"
+        kind = "gradual block pruning" if x["arm"].startswith("block gradual") else "block pruning"
+        blk = f"{kind}, {100 * float(x['arm'].split()[-1][:-1]):.0f}% target"
         what = blk if x["arm"].startswith("block") else "unstructured, same per-layer sparsity"
         rows.append([f"{what}, `{x['model']}`, {x['tile']}×{x['tile']} tiles", pct(x["acc"]), num(x["drop_pt"]),
                      f"occupied arrays {x['arrays_before']:.0f} → {x['arrays_after']:.1f} (≥ {x['min_arrays']:.0f})"
