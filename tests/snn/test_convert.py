@@ -75,7 +75,7 @@ def test_qcfs_network_converts(digits, digits_mlp) -> None:  # type: ignore[no-u
     q_acc = float(evaluate(q, test)["accuracy"])
     snn = to_snn(copy.deepcopy(q), calib, ConvertConfig(num_steps=8))
     assert snn.conversion["method"] == "qcfs"
-    lam = [float(m.threshold) for m in q.modules() if isinstance(m, QCFS)]
+    lam = [float(m.threshold.detach()) for m in q.modules() if isinstance(m, QCFS)]
     assert sorted(snn.conversion["thresholds"].values()) == pytest.approx(sorted(lam))
     assert float(evaluate(snn, test)["accuracy"]) >= q_acc - 0.02
     with pytest.raises(ConfigError, match="qcfs"):
