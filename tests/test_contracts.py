@@ -180,3 +180,19 @@ def test_every_mapping_preset_maps_a_layer(name: str) -> None:
 def test_datasets_describe_their_task() -> None:
     ds = load_dataset("digits")
     assert ds.task == "classification" and ds.model_spec()["num_classes"] == 10
+
+
+def test_every_top_level_name_resolves_and_messages_name_real_functions() -> None:
+    """``cimkit.<name>`` for every name in ``cimkit.__all__``, and every ``cimkit.<verb>_`` that an error
+    message or a docstring tells users to call exists."""
+    import re
+
+    import cimkit
+
+    for name in cimkit.__all__:
+        assert getattr(cimkit, name) is not None, name
+    src = Path(cimkit.__file__).parent
+    told = {m for p in src.rglob("*.py") for m in re.findall(r"\bcimkit\.([a-z]\w*_)\b", p.read_text())}
+    assert told, "no cimkit.<verb>_ reference found"
+    for name in sorted(told):
+        assert callable(getattr(cimkit, name, None)), f"cimkit.{name} is referenced but does not exist"

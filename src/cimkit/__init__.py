@@ -18,6 +18,8 @@ _LAZY = {
     "quantize_": "cimkit.quant",
     "dequantize_": "cimkit.quant",
     "QuantConfig": "cimkit.quant",
+    "apply_": "cimkit.nn",
+    "undo_": "cimkit.nn",
     "mixed_precision": "cimkit.mixed",
     "run_experiment": "cimkit.experiment",
     "ExperimentConfig": "cimkit.experiment",

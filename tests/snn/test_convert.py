@@ -137,7 +137,7 @@ def test_conversion_errors() -> None:
         to_snn(snn, [torch.zeros(2, 4)])
     with pytest.raises(ConfigError, match="encoder"):
         ConvertConfig(encoder="latency")
-    assert math.isfinite(float(snn(torch.randn(3, 4)).sum()))
+    assert math.isfinite(float(snn(torch.randn(3, 4)).sum().detach()))
 
 
 @pytest.mark.parametrize("name", ["mlp", "lenet5", "small_cnn", "vgg_small", "resnet20"])

@@ -32,8 +32,8 @@ from cimkit.nn.walk import register_weighted_type
 __all__ = ["CONV1D", "HFCausalLM", "have_transformers", "hf_gpt2", "transformers_module"]
 
 CONV1D = "transformers.pytorch_utils.Conv1D"
-register_adapter(CONV1D, TransposedLinear.from_transposed, "GPT-2's Conv1D (weight (in, out), y = x W + b) as an "
-                 "nn.Linear holding the transposed weight")  # fmt: skip
+register_adapter(CONV1D, TransposedLinear.adapter("nf", "nx"), "GPT-2's Conv1D (weight (in, out), y = x W + b) as "
+                 "an nn.Linear holding the transposed weight")  # fmt: skip
 
 
 def have_transformers() -> bool:

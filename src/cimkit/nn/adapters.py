@@ -28,7 +28,8 @@ from cimkit.nn.walk import set_module
 from cimkit.plugins import load_plugins
 from cimkit.registry import Registry
 
-__all__ = ["ADAPTERS", "TransposedLinear", "adapter_for", "register_adapter", "standard_view", "standardize_"]
+__all__ = ["ADAPTERS", "TransposedLinear", "adapter_for", "has_unadapted", "is_adapter", "register_adapter",
+           "standard_view", "standardize_"]  # fmt: skip
 
 Adapter = Callable[[nn.Module], nn.Module]
 
@@ -56,12 +57,24 @@ def adapter_for(module: nn.Module) -> Adapter | None:
     return None
 
 
+def is_adapter(module: nn.Module) -> bool:
+    """Whether ``module`` is an adapter's standard layer (a :class:`TransposedLinear`): a plain layer
+    to every concern, though ``cimkit.undo_`` turns it back into the layer it came from."""
+    return isinstance(module, TransposedLinear)
+
+
+def has_unadapted(model: nn.Module) -> bool:
+    """Whether ``model`` holds a layer with a registered adapter that :func:`standardize_` has not
+    swapped yet (e.g. GPT-2's ``Conv1D``)."""
+    load_plugins()
+    return bool(len(ADAPTERS)) and any(adapter_for(m) is not None and not is_transformed(m) for m in model.modules())
+
+
 def standard_view(model: nn.Module) -> nn.Module:
     """``model`` itself when no layer of it has a registered adapter, else a standardized deep copy
     (``model`` is left as it is): what a read-only pass (a cost or shape pass) should walk so an
     adapted layer (GPT-2's ``Conv1D``) is seen as the standard layer it computes, under the same name."""
-    load_plugins()
-    if not len(ADAPTERS) or not any(adapter_for(m) is not None and not is_transformed(m) for m in model.modules()):
+    if not has_unadapted(model):
         return model
     return standardize_(copy.deepcopy(model))
 
@@ -98,10 +111,25 @@ class TransposedLinear(nn.Linear):
     and returns that layer, with everything else it had (attributes, hooks) untouched.
 
     While converted, the source's weight holds an empty tensor (no second copy of the weights).
-    The ``state_dict`` holds ``weight`` as ``(out, in)``.
+    The ``state_dict`` holds ``weight`` as ``(out, in)``. When the layer's sizes change (pruned
+    channels removed), :meth:`unwrap` also writes them into the source's size attributes named by
+    ``size_attrs`` (``(out, in)``, e.g. ``("nf", "nx")`` for GPT-2's ``Conv1D``; see :meth:`adapter`).
     """
 
     _source: nn.Module
+    size_attrs: tuple[str, str] | None = None
+
+    @classmethod
+    def adapter(cls, out_attr: str, in_attr: str) -> Adapter:
+        """An adapter for a layer that keeps its output/input sizes in attributes ``out_attr`` /
+        ``in_attr`` (GPT-2's ``Conv1D``: ``nf`` / ``nx``), so that a shrunken layer unwraps consistently."""
+
+        def adapt(mod: nn.Module) -> TransposedLinear:
+            lin = cls.from_transposed(mod)
+            lin.__dict__["size_attrs"] = (out_attr, in_attr)
+            return lin
+
+        return adapt
 
     @classmethod
     def from_transposed(cls, mod: nn.Module) -> TransposedLinear:
@@ -128,6 +156,10 @@ class TransposedLinear(nn.Linear):
         src.weight.requires_grad_(self.weight.requires_grad)
         if self.bias is not None:
             src.bias = self.bias
+        if self.size_attrs is not None:
+            for attr, n in zip(self.size_attrs, (self.out_features, self.in_features)):
+                if hasattr(src, attr):
+                    setattr(src, attr, int(n))
         return src.train(self.training)
 
     def extra_repr(self) -> str:

@@ -47,12 +47,16 @@ from torch.nn.modules.module import register_module_forward_hook, register_modul
 from torch.overrides import TorchFunctionMode
 
 from cimkit.errors import ConfigError
+from cimkit.nn.adapters import has_unadapted
 from cimkit.nn.walk import weighted_types
 
-__all__ = ["HEAD_ATTRS", "Branch", "DepGraph", "Dimension", "Member", "Unit", "analyze"]
+__all__ = ["HEAD_ATTRS", "HEAD_WIDTH_ATTRS", "Branch", "DepGraph", "Dimension", "Member", "Unit", "analyze"]
 
 # attribute names a module may hold its head count in (updated when heads are removed)
 HEAD_ATTRS = ("n_head", "n_heads", "num_heads", "num_attention_heads")
+# attribute names a module may hold the width of all its heads together in (GPT-2's ``split_size``,
+# BERT's ``all_head_size``; scaled with the head count when heads are removed)
+HEAD_WIDTH_ATTRS = ("split_size", "all_head_size", "inner_dim")
 
 _SHAPE = {
     "view", "reshape", "flatten", "unflatten", "permute", "transpose", "t", "unsqueeze", "squeeze", "expand",
@@ -79,6 +83,9 @@ _ADD = {"add", "__add__", "__radd__", "__iadd__", "add_", "sub", "__sub__", "__r
         "subtract"}  # fmt: skip
 _MUL = {"mul", "__mul__", "__rmul__", "__imul__", "mul_", "multiply"}
 _DIV = {"div", "__truediv__", "__itruediv__", "div_", "true_divide", "divide"}
+_POW = {"pow", "__pow__", "__ipow__", "pow_", "float_power"}  # x ** e with e > 0 keeps x's zeros
+# ops whose shifted inputs stay shifted (or become zero-preserving) instead of being pinned
+_ELEMENTWISE = _IDENTITY | _ADD | _MUL | _DIV | _POW | {"masked_fill"}
 _NO_TENSOR_RESULT = {"size", "dim", "__get__", "numel", "is_floating_point", "__len__", "stride", "is_contiguous",
                      "__bool__", "item", "tolist", "__format__", "__repr__", "__iter__"}  # fmt: skip
 
@@ -262,6 +269,10 @@ class _Recorder(TorchFunctionMode):
         # id(atoms) -> (atoms kept alive, dim, per-channel atoms (C,), as a list): shadows known to be
         # constant over every dim but ``dim`` (a layer's outputs, and what adds and identities make of them)
         self.chan: dict[int, tuple[Tensor, int, Tensor, list[int]]] = {}
+        # id(atoms) -> (atoms kept alive, the atoms there that are not zero when their channel is, reason):
+        # a channel plus a constant (GELU's ``1 + tanh(...)``) is pinned only where it reaches anything but
+        # elementwise arithmetic, so a product with the zero-preserving channel itself stays prunable
+        self.shifted: dict[int, tuple[Tensor, Tensor, str]] = {}
         self.anc: dict[int, frozenset[str]] = {}  # id(t) -> weighted/norm layers it depends on
         self.inside: nn.Module | None = None  # the leaf module being run (its internals are not traced)
         self.busy = False  # the hooks' own tensor work is not traced
@@ -300,6 +311,22 @@ class _Recorder(TorchFunctionMode):
         if c is not None:
             return any(v >= 0 for v in c[3])
         return bool((a >= 0).any())
+
+    def shift_of(self, atoms: Tensor) -> tuple[Tensor, str] | None:
+        """``(shifted atoms, reason)`` of a shadow (see ``shifted``), if some are."""
+        e = self.shifted.get(id(atoms))
+        return (e[1], e[2]) if e is not None and e[0] is atoms else None
+
+    def mark_shifted(self, atoms: Tensor, shifted: Tensor, reason: str) -> None:
+        if bool((shifted >= 0).any()):
+            self.shifted[id(atoms)] = (atoms, shifted, reason)
+
+    def pin_shifted(self, ts: Iterable[Tensor]) -> None:
+        """Pin the shifted channels of ``ts``: they reach something other than elementwise arithmetic."""
+        for t in ts:
+            e = self.shift_of(self.get(t))
+            if e is not None:
+                self.uf.pin_all(e[0], e[1])
 
     def channels(self, atoms: Tensor) -> tuple[Tensor, int, Tensor, list[int]] | None:
         """The per-channel entry of a shadow (see ``chan``), if it is known."""
@@ -342,6 +369,7 @@ class _Recorder(TorchFunctionMode):
 
     def _leaf(self, m: nn.Module, args: Any, out: Any) -> None:
         name = self.names.get(id(m), "")
+        self.pin_shifted(_tensors(args))
         x = args[0] if args and isinstance(args[0], Tensor) else None
         if not isinstance(out, Tensor):
             for t in _tensors(args):
@@ -419,6 +447,8 @@ class _Recorder(TorchFunctionMode):
                 if id(o) not in {id(t) for t in ins}:
                     self.set(o, torch.full(o.shape, -1, dtype=torch.long), anc)
             return out
+        if name not in _ELEMENTWISE:
+            self.pin_shifted(ins)
         try:
             self._rule(name, func, args, kwargs, out, anc)
         except Exception as e:  # a rule that cannot replay an op must not break the user's forward
@@ -450,6 +480,12 @@ class _Recorder(TorchFunctionMode):
             self._assign(out, func(first, *args[1:], **kwargs), anc)
         elif name in _IDENTITY and x is not None:
             self._assign(out, self.get(x), anc)
+        elif name in _POW and x is not None:
+            e = args[1] if len(args) > 1 else kwargs.get("exponent")
+            if isinstance(e, (int, float)) and not isinstance(e, bool) and e > 0:  # 0 ** e = 0
+                self._assign(out, self.get(x), anc)
+            else:
+                self._pin_unknown(name, args, kwargs, out, anc)
         elif name in _SPATIAL and x is not None:
             self._spatial(name, x, out, anc)
         elif name == "pad" and x is not None:
@@ -533,23 +569,42 @@ class _Recorder(TorchFunctionMode):
         aa, av = atoms_val(a)
         ba, bv = atoms_val(b)
         ta, tb = aa >= 0, ba >= 0
+        none = torch.full(shp, -1, dtype=torch.long)
+        sa, sb = (self._shift_view(v, shp) if isinstance(v, Tensor) else None for v in (a, b))
+        reason = (self.shift_of(self.get(a))[1] if sa is not None else self.shift_of(self.get(b))[1]  # type: ignore[index]
+                  if sb is not None else f"'{name}' adds a constant")  # fmt: skip
+        sa = none if sa is None else sa
+        sb = none if sb is None else sb
         if name in _ADD:
             self.uf.union_pairs(aa, ba)
-            # a tracked channel plus a constant that is not zero: the sum is no longer zero when the channel is
+            # a tracked channel plus a constant that is not zero: the sum is no longer zero when the channel
+            # is; so is a sum with a shifted channel
+            shifted = torch.where(sa >= 0, sa, sb)
             any_a, any_b = bool(ta.any()), bool(tb.any())
             all_a, all_b = any_a and bool(ta.all()), any_b and bool(tb.all())
             if any_a and not all_b:
-                self.uf.pin_all(torch.where(ta & ~tb & (bv != 0), aa, -1), f"'{name}' adds a constant")
+                shifted = torch.where(shifted >= 0, shifted, torch.where(ta & ~tb & (bv != 0), aa, -1))
             if any_b and not all_a:
-                self.uf.pin_all(torch.where(tb & ~ta & (av != 0), ba, -1), f"'{name}' adds a constant")
+                shifted = torch.where(shifted >= 0, shifted, torch.where(tb & ~ta & (av != 0), ba, -1))
             if isinstance(a, Tensor) and isinstance(b, Tensor) and any_a and any_b:
                 self.adds.append((self.stack[-1] if self.stack else "", self.anc.get(id(a), frozenset()),
                                   self.anc.get(id(b), frozenset())))  # fmt: skip
         elif name in _MUL:
             self.uf.union_pairs(aa, ba)
+            # zero wherever one factor is a channel that is zero when pruned (the channels are united)
+            zero = (ta & (sa < 0)) | (tb & (sb < 0))
+            shifted = torch.where(zero, -1, torch.where(sa >= 0, sa, sb))
         else:  # division: the numerator keeps zeros, a tracked denominator does not
             self.uf.pin_all(ba, f"'{name}' divides by a channel")
-        self._assign(out, torch.where(ta, aa, ba), anc)
+            shifted = sa
+        atoms = torch.where(ta, aa, ba)
+        self.mark_shifted(atoms, shifted, reason)
+        self._assign(out, atoms, anc)
+
+    def _shift_view(self, t: Tensor, shape: torch.Size) -> Tensor | None:
+        """The shifted atoms of ``t`` broadcast to ``shape`` (None: nothing shifted)."""
+        e = self.shift_of(self.get(t))
+        return None if e is None else torch.broadcast_to(e[0], shape)
 
     def _channel_binary(self, name: str, a: Any, b: Any, out: Tensor, anc: frozenset[str]) -> bool:
         """The common case of an add or product (a residual): two same-shape tensors whose every
@@ -560,6 +615,8 @@ class _Recorder(TorchFunctionMode):
         aa, ba = self.get(a), self.get(b)
         ca, cb = self.channels(aa), self.channels(ba)
         if ca is None or cb is None or ca[1] != cb[1] or len(ca[3]) != len(cb[3]):
+            return False
+        if self.shift_of(aa) is not None or self.shift_of(ba) is not None:
             return False
         la, lb = ca[3], cb[3]
         if min(la, default=-1) < 0 or min(lb, default=-1) < 0:
@@ -617,6 +674,10 @@ def analyze(model: nn.Module, example: Any) -> DepGraph:
     if example is None:
         raise ConfigError("example_input: coupled patterns (filter, channel, head, depth) and physical removal need "
                           "an example input to trace the model; pass example_input=<one input batch>")  # fmt: skip
+    if has_unadapted(model):
+        raise ConfigError("analyze: the model holds layers stored in another layout than the standard layer they "
+                          "compute (e.g. GPT-2's Conv1D); call cimkit.nn.standardize_(model) first (sparsify_, "
+                          "remove_ and the pipeline steps do)")  # fmt: skip
     if isinstance(example, Tensor) and example.dim() > 0 and example.shape[0] > 1:
         example = example[:1]  # one sample carries every channel: the shadows stay small
     rec = _Recorder(model)

@@ -35,6 +35,7 @@ from torch import Tensor, nn
 
 from cimkit.config import Config, as_enum, check_range
 from cimkit.errors import ConfigError
+from cimkit.nn.adapters import standardize_
 from cimkit.nn.walk import select
 from cimkit.sparse.config import Pattern
 from cimkit.sparse.coupled import branch_vector, coupled_dims, mask_branch, mask_units, selectable, unit_matrix
@@ -146,6 +147,8 @@ class Regularizer:
     def __init__(self, model: nn.Module, cfg: RegularizerConfig, example_input: Any = None,
                  graph: DepGraph | None = None) -> None:  # fmt: skip
         self.cfg = cfg
+        if graph is None:
+            standardize_(model)  # GPT-2's Conv1D as an nn.Linear (the model itself is never such a layer here)
         self.graph = graph if graph is not None or not cfg.needs_graph() else analyze(model, example_input)
         refs = select(model, skip=cfg.skip)
         names = set(selectable(model, refs, cfg.skip))

@@ -5,9 +5,12 @@ every *dead* unit of every prunable dimension and slices it out of all its membe
 producers' filter rows and biases, the BatchNorm channels (scale, shift and running statistics), the
 consumers' input columns, embedding columns — and updates the layers' sizes (``out_channels``,
 ``in_features``, ``num_features``, ...) and, for attention heads, the owning module's head count
-(``n_head`` and the like, :data:`cimkit.sparse.deps.HEAD_ATTRS`). The model keeps its classes and
-forward code: it is a plain PyTorch model that saves (``state_dict``), quantizes and maps like any
-other.
+(``n_head`` and the like, :data:`cimkit.sparse.deps.HEAD_ATTRS`) and the width of all its heads
+where it keeps one (:data:`cimkit.sparse.deps.HEAD_WIDTH_ATTRS`, e.g. GPT-2's ``split_size``). The
+model keeps its classes and forward code: it is a plain PyTorch model that saves (``state_dict``),
+quantizes and maps like any other. Layers stored in another layout (GPT-2's ``Conv1D``) are first
+swapped for the standard layer they compute (:func:`cimkit.nn.standardize_`); ``cimkit.undo_``
+swaps them back, shrunken, with their size attributes updated.
 
 A unit is dead, so removing it changes no output, when either
 
@@ -33,11 +36,12 @@ import torch
 from torch import Tensor, nn
 
 from cimkit.errors import ConfigError
+from cimkit.nn.adapters import is_adapter, standardize_
 from cimkit.nn.transform import is_transformed
 from cimkit.nn.walk import FilterFn, select
 from cimkit.sparse.config import Pattern, SparsityConfig
 from cimkit.sparse.coupled import choose_units
-from cimkit.sparse.deps import DepGraph, Dimension, Member, analyze
+from cimkit.sparse.deps import HEAD_WIDTH_ATTRS, DepGraph, Dimension, Member, analyze
 from cimkit.sparse.masks import bake_, layer_masks, set_mask
 
 __all__ = ["RemovalResult", "dead_units", "remove", "remove_", "shrink_"]
@@ -95,7 +99,7 @@ def dead_units(model: nn.Module, dim: Dimension, mods: dict[str, nn.Module] | No
 
 def _check_plain(mods: dict[str, nn.Module]) -> None:
     for name, mod in mods.items():
-        if is_transformed(mod):
+        if is_transformed(mod) and not is_adapter(mod):
             raise ConfigError(f"remove: layer '{name}' is transformed ({type(mod).__name__}); remove pruned channels "
                               f"before quantizing or mapping onto crossbars (or cimkit.undo_ first)")  # fmt: skip
 
@@ -130,6 +134,8 @@ def remove_(model: nn.Module, example_input: Any, *, keep_masks: bool = False, g
     with; ``graph``: a dependency graph of this model made already (then no trace is needed).
     ``units``: remove exactly these ``(dimension, unit indices)`` of ``graph`` instead of the dead
     ones (pruning straight to a smaller model, :func:`shrink_`; this changes the outputs)."""
+    if graph is None:
+        model = standardize_(model)  # e.g. GPT-2's Conv1D as the nn.Linear it computes (undone by undo_)
     mods = dict(model.named_modules())
     _check_plain(mods)
     g = graph if graph is not None else analyze(model, example_input)
@@ -177,7 +183,13 @@ def remove_(model: nn.Module, example_input: Any, *, keep_masks: bool = False, g
     for mname in dict.fromkeys(m for m, _ in kept_idx):  # each shrunken module once, in order
         _fix_sizes(mods[mname])
     for owner, (attr, n) in heads.items():
-        setattr(model.get_submodule(owner), attr, n)
+        mod = model.get_submodule(owner)
+        old = int(getattr(mod, attr))
+        for w in HEAD_WIDTH_ATTRS:  # the width of all heads together, where the module keeps one
+            v = getattr(mod, w, None)
+            if isinstance(v, int) and not isinstance(v, bool) and v % old == 0:
+                setattr(mod, w, v // old * n)
+        setattr(mod, attr, n)
         res.heads[owner] = n
     for key, mk in masks.items():
         if bool((mk == 0).any()):
@@ -194,6 +206,7 @@ def shrink_(model: nn.Module, config: SparsityConfig, example_input: Any, filter
     if not config.is_coupled() or config.pattern == Pattern.DEPTH:
         raise ConfigError(f"shrink_: pattern {config.pattern.value!r} is not a coupled channel/head pattern; use "
                           f"sparsify_ + remove_")  # fmt: skip
+    model = standardize_(model)
     g = analyze(model, example_input)
     refs = select(model, skip=config.skip, filter_fn=filter_fn)
     return remove_(model, example_input, graph=g, units=choose_units(model, config, refs, g, filter_fn))

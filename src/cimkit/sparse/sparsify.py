@@ -15,6 +15,7 @@ from typing import Any
 from torch import Tensor, nn
 
 from cimkit.errors import ConfigError
+from cimkit.nn.adapters import standardize_
 from cimkit.nn.transform import register_transform
 from cimkit.nn.walk import FilterFn, LayerRef, select
 from cimkit.sparse.config import Pattern, Scope, SparsityConfig
@@ -82,8 +83,12 @@ def sparsify_(
     Per-layer patterns act on every layer of :func:`cimkit.nn.select` that matches no ``skip``
     pattern and passes ``filter_fn(name, module)``. Coupled patterns (``filter``/``channel`` with
     ``coupled``, ``head``, ``depth``) trace the model once on ``example_input`` (or use ``graph``,
-    a :class:`cimkit.sparse.deps.DepGraph` of the same model) and mask whole coupled groups."""
+    a :class:`cimkit.sparse.deps.DepGraph` of the same model) and mask whole coupled groups. Layers
+    stored in another layout (GPT-2's ``Conv1D``) are first swapped for the standard layer they
+    compute (:func:`cimkit.nn.standardize_`; ``cimkit.undo_`` swaps them back)."""
     cfg = config if isinstance(config, SparsityConfig) else SparsityConfig.from_dict(config)
+    if graph is None:  # a graph was made of the standardized model already
+        model = standardize_(model)  # e.g. GPT-2's Conv1D as the nn.Linear it computes (undone by undo_)
     refs = select(model, skip=cfg.skip, filter_fn=filter_fn)
     if cfg.is_coupled():
         prune_coupled(model, cfg, refs, example_input=example_input, graph=graph, filter_fn=filter_fn)

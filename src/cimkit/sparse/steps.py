@@ -38,6 +38,7 @@ from cimkit.config import Config, as_enum, check_range
 from cimkit.errors import ConfigError
 from cimkit.experiment.context import RunContext
 from cimkit.experiment.pipeline import EVALS, STEPS, PipelineState, PlainEval, Step
+from cimkit.nn.adapters import standardize_
 from cimkit.nn.walk import select
 from cimkit.sparse.budget import sparsity_for_macs
 from cimkit.sparse.config import Pattern, SparsityConfig
@@ -181,7 +182,7 @@ class PruneStep(Step):
     def run(self, state: PipelineState, ctx: RunContext) -> None:
         cfg: PruneStepConfig = self.cfg  # type: ignore[assignment]
         scfg = _sparsity_fields(cfg)
-        model = state.model
+        model = state.model = standardize_(state.model)  # GPT-2's Conv1D as an nn.Linear
         tile = (cfg.tile_rows, cfg.tile_cols)
         _record(state, ctx, model, "before", tile)
         example = ctx.example_input(EXAMPLE_BATCH)
@@ -259,7 +260,7 @@ class RegularizeStep(Step):
 
     def run(self, state: PipelineState, ctx: RunContext) -> None:
         cfg: RegularizeStepConfig = self.cfg  # type: ignore[assignment]
-        model = state.model
+        model = state.model = standardize_(state.model)
         tile = (cfg.tile_rows, cfg.tile_cols)
         _record(state, ctx, model, "before", tile)
         reg = Regularizer(model, cfg.regularizer_config(), ctx.example_input(EXAMPLE_BATCH))
@@ -312,6 +313,7 @@ class RemoveStep(Step):
 
     def run(self, state: PipelineState, ctx: RunContext) -> None:
         cfg: RemoveStepConfig = self.cfg  # type: ignore[assignment]
+        state.model = standardize_(state.model)
         tile = (cfg.tile_rows, cfg.tile_cols)
         _record(state, ctx, state.model, "before", tile)
         masked = copy.deepcopy(state.model) if cfg.latency_rounds > 0 else None
