@@ -28,3 +28,20 @@ def test_top_level_verbs_resolve() -> None:
     assert cimkit.quantize_ is quantize_ and cimkit.mixed_precision is mixed_precision
     with pytest.raises(AttributeError):
         cimkit.no_such_verb  # noqa: B018
+
+
+def test_plugin_discovery_runs_once_unless_refreshed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every transform calls load_plugins; the discovery (subpackages on disk, entry points) runs once
+    per process, and again only when asked."""
+    from cimkit import plugins
+
+    calls = []
+    real = plugins._entry_point_modules
+    monkeypatch.setattr(plugins, "_entry_point_modules", lambda: calls.append(1) or real())
+    monkeypatch.setattr(plugins, "_discovered", None)
+    plugins.load_plugins()
+    plugins.load_plugins()
+    assert len(calls) == 1
+    plugins.load_plugins(refresh=True)
+    assert len(calls) == 2
+    assert "cimkit.quant.plugin" in plugins._discovered  # the built-in concerns were found
