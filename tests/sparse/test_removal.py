@@ -12,8 +12,7 @@ from cimkit import analog
 from cimkit.errors import ConfigError
 from cimkit.models import create, list_models
 from cimkit.nn import select, standardize_
-from cimkit.nn.adapters import is_adapter
-from cimkit.nn.transform import is_transformed
+from cimkit.nn.transform import holds_transform
 from cimkit.quant import account
 from cimkit.sparse import Pattern, SparsityConfig, analyze, layer_masks, sparsify_
 from cimkit.sparse.removal import dead_units, remove, remove_
@@ -32,7 +31,7 @@ def test_removal_equals_masking_for_every_model(name: str) -> None:
     g = analyze(model, x)
     if not g.prunable("channel"):
         pytest.skip(f"{name} has no prunable channel group: {[d.pinned for d in g.dims]}")
-    if any(is_transformed(m) and not is_adapter(m) for m in model.modules()):  # e.g. bitnet_lm: BitLinear layers
+    if any(holds_transform(m) for m in model.modules()):  # e.g. bitnet_lm: built from BitLinear layers
         with pytest.raises(ConfigError, match="already transformed"):  # masks go on before quantization
             sparsify_(model, SparsityConfig(pattern="filter", sparsity=0.5), example_input=x, graph=g)
         return

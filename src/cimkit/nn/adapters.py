@@ -28,8 +28,8 @@ from cimkit.nn.walk import set_module
 from cimkit.plugins import load_plugins
 from cimkit.registry import Registry
 
-__all__ = ["ADAPTERS", "TransposedLinear", "adapter_for", "has_unadapted", "is_adapter", "register_adapter",
-           "standard_view", "standardize_"]  # fmt: skip
+__all__ = ["ADAPTERS", "TransposedLinear", "adapter_for", "has_unadapted", "register_adapter", "standard_view",
+           "standardize_"]  # fmt: skip
 
 Adapter = Callable[[nn.Module], nn.Module]
 
@@ -55,12 +55,6 @@ def adapter_for(module: nn.Module) -> Adapter | None:
         if q in ADAPTERS:
             return ADAPTERS.get(q)
     return None
-
-
-def is_adapter(module: nn.Module) -> bool:
-    """Whether ``module`` is an adapter's standard layer (a :class:`TransposedLinear`): a plain layer
-    to every concern, though ``cimkit.undo_`` turns it back into the layer it came from."""
-    return isinstance(module, TransposedLinear)
 
 
 def has_unadapted(model: nn.Module) -> bool:
@@ -118,6 +112,7 @@ class TransposedLinear(nn.Linear):
 
     _source: nn.Module
     size_attrs: tuple[str, str] | None = None
+    adapter_layer = True  # a plain layer to every concern (cimkit.nn.transform.holds_transform)
 
     @classmethod
     def adapter(cls, out_attr: str, in_attr: str) -> Adapter:

@@ -31,7 +31,7 @@ from cimkit.plugins import load_plugins
 from cimkit.registry import Registry
 
 __all__ = [
-    "TRANSFORMS", "Transformed", "apply_", "is_transformed", "own_parametrized_class_", "register_transform",
+    "TRANSFORMS", "Transformed", "apply_", "holds_transform", "is_transformed", "own_parametrized_class_", "register_transform",
     "remove_weight_masks_", "undo_", "unwrap_all",
 ]  # fmt: skip
 
@@ -85,6 +85,13 @@ def apply_(model: nn.Module, config: Any, filter_fn: FilterFn | None = None) -> 
 def is_transformed(module: nn.Module) -> bool:
     """Whether ``module`` is a layer made by a transform (it has ``unwrap``)."""
     return callable(getattr(module, "unwrap", None)) and isinstance(module, nn.Module)
+
+
+def holds_transform(module: nn.Module) -> bool:
+    """Whether a concern has transformed ``module`` (quantized, on crossbars, ...): :func:`is_transformed`
+    less an adapter's standard layer (``adapter_layer = True``, e.g. the ``nn.Linear`` standing in for
+    GPT-2's ``Conv1D``), which every concern treats as the plain layer it is."""
+    return is_transformed(module) and not getattr(module, "adapter_layer", False)
 
 
 def unwrap_all(module: nn.Module) -> nn.Module:

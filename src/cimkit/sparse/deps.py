@@ -569,12 +569,9 @@ class _Recorder(TorchFunctionMode):
         aa, av = atoms_val(a)
         ba, bv = atoms_val(b)
         ta, tb = aa >= 0, ba >= 0
-        none = torch.full(shp, -1, dtype=torch.long)
-        sa, sb = (self._shift_view(v, shp) if isinstance(v, Tensor) else None for v in (a, b))
-        reason = (self.shift_of(self.get(a))[1] if sa is not None else self.shift_of(self.get(b))[1]  # type: ignore[index]
-                  if sb is not None else f"'{name}' adds a constant")  # fmt: skip
-        sa = none if sa is None else sa
-        sb = none if sb is None else sb
+        ea, eb = (self.shift_of(self.get(v)) if isinstance(v, Tensor) else None for v in (a, b))
+        reason = (ea or eb or (None, f"'{name}' adds a constant"))[1]
+        sa, sb = (torch.broadcast_to(e[0], shp) if e else torch.full(shp, -1, dtype=torch.long) for e in (ea, eb))
         if name in _ADD:
             self.uf.union_pairs(aa, ba)
             # a tracked channel plus a constant that is not zero: the sum is no longer zero when the channel
@@ -600,11 +597,6 @@ class _Recorder(TorchFunctionMode):
         atoms = torch.where(ta, aa, ba)
         self.mark_shifted(atoms, shifted, reason)
         self._assign(out, atoms, anc)
-
-    def _shift_view(self, t: Tensor, shape: torch.Size) -> Tensor | None:
-        """The shifted atoms of ``t`` broadcast to ``shape`` (None: nothing shifted)."""
-        e = self.shift_of(self.get(t))
-        return None if e is None else torch.broadcast_to(e[0], shape)
 
     def _channel_binary(self, name: str, a: Any, b: Any, out: Tensor, anc: frozenset[str]) -> bool:
         """The common case of an add or product (a residual): two same-shape tensors whose every

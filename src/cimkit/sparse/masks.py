@@ -28,8 +28,7 @@ from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
 from cimkit.errors import ConfigError
-from cimkit.nn.adapters import is_adapter
-from cimkit.nn.transform import is_transformed, own_parametrized_class_, remove_weight_masks_
+from cimkit.nn.transform import holds_transform, own_parametrized_class_, remove_weight_masks_
 
 __all__ = ["WeightMask", "bake_", "get_mask", "layer_masks", "set_mask", "unsparsify_"]
 
@@ -82,7 +81,7 @@ def set_mask(mod: nn.Module, name: str, mask: Tensor, *, replace: bool = False, 
         else:
             p.mask.mul_(m)
         return
-    if is_transformed(mod) and not is_adapter(mod):  # an adapter's Linear is a plain layer
+    if holds_transform(mod):
         raise ConfigError(
             f"sparsify: layer '{where or type(mod).__name__}' is already transformed ({type(mod).__name__}); add masks "
             f"before quantizing or mapping onto crossbars (an existing mask can be updated at any time)"

@@ -36,8 +36,8 @@ import torch
 from torch import Tensor, nn
 
 from cimkit.errors import ConfigError
-from cimkit.nn.adapters import is_adapter, standardize_
-from cimkit.nn.transform import is_transformed
+from cimkit.nn.adapters import standardize_
+from cimkit.nn.transform import holds_transform
 from cimkit.nn.walk import FilterFn, select
 from cimkit.sparse.config import Pattern, SparsityConfig
 from cimkit.sparse.coupled import choose_units
@@ -99,7 +99,7 @@ def dead_units(model: nn.Module, dim: Dimension, mods: dict[str, nn.Module] | No
 
 def _check_plain(mods: dict[str, nn.Module]) -> None:
     for name, mod in mods.items():
-        if is_transformed(mod) and not is_adapter(mod):
+        if holds_transform(mod):
             raise ConfigError(f"remove: layer '{name}' is transformed ({type(mod).__name__}); remove pruned channels "
                               f"before quantizing or mapping onto crossbars (or cimkit.undo_ first)")  # fmt: skip
 
