@@ -78,3 +78,70 @@ def test_hf_gpt2_model_in_the_registry(gen: torch.Generator) -> None:
         assert y.shape == (2, 16, 65)
         a = analog.convert(m, "ideal", "ideal")
         assert torch.allclose(a(x), y, atol=1e-4)
+
+
+def test_a_concerns_subclass_of_the_adapter_layer_is_transformed(gpt2: nn.Module) -> None:
+    """The adapter's Linear is plain to every concern; a quantized one is not, so masks and removal
+    refuse it as they refuse any quantized layer."""
+    from cimkit.errors import ConfigError
+    from cimkit.nn.transform import holds_transform
+    from cimkit.sparse import SparsityConfig, sparsify_
+    from cimkit.sparse.removal import remove_
+
+    m = standardize_(copy.deepcopy(gpt2))
+    assert not holds_transform(m.transformer.h[0].attn.c_attn)
+    quantize_(m, QuantConfig(w_bits=8, a_bits=0))
+    assert holds_transform(m.transformer.h[0].attn.c_attn)
+    with pytest.raises(ConfigError, match="already transformed"):
+        sparsify_(m, SparsityConfig(pattern="unstructured", sparsity=0.5))
+    with pytest.raises(ConfigError, match="is transformed"):
+        remove_(m, torch.randint(0, 65, (1, 8)))
+
+
+def test_gpt2_trains_with_weight_noise_and_undoes(gpt2: nn.Module, gen: torch.Generator) -> None:
+    from transformers.pytorch_utils import Conv1D
+
+    from cimkit.robust import NoiseConfig, noisy_layers, weight_noise_
+
+    m = copy.deepcopy(gpt2)
+    x = torch.randint(0, 65, (2, 16), generator=gen)
+    ref = _logits(m, x)
+    weight_noise_(m, NoiseConfig(level=0.05))
+    assert len(noisy_layers(m)) == 4 * 2 + 1  # every Conv1D projection and the LM head
+    assert torch.allclose(_logits(m.eval(), x), ref, atol=1e-5)  # evaluation is clean
+    m.train()
+    out = m(input_ids=x, use_cache=False).logits
+    assert not torch.allclose(out, ref, atol=1e-3)  # training forwards are noisy
+    out.square().mean().backward()
+    assert m.transformer.h[0].mlp.c_fc.weight.grad is not None  # the gradient reaches the clean weight
+    undo_(m)
+    back = m.transformer.h[0].mlp.c_fc
+    assert isinstance(back, Conv1D) and back.weight.shape == (64, 256)
+    assert torch.equal(_logits(m.eval(), x), ref)
+
+
+def test_gpt2_weight_noise_evaluation_perturbs_every_projection_per_output_channel(gpt2: nn.Module) -> None:
+    """perturbed_weights adds level · max_j |W[c, j]| · N(0, 1) to every projection, c the output
+    channel (dim 1 of Conv1D's (in, out) weight): the standardized std of the perturbation is the
+    level within 4 % (16 384 draws for c_fc), and the clean weights come back."""
+    from cimkit.robust import perturbed_weights
+
+    m = copy.deepcopy(gpt2)
+    clean = {n: t.detach().clone() for n, t in standardize_(copy.deepcopy(gpt2)).named_parameters()}
+    with perturbed_weights(m, 0.02, seed=3) as pm:
+        for name in ("transformer.h.0.attn.c_attn", "transformer.h.1.mlp.c_fc", "transformer.h.1.mlp.c_proj"):
+            w0 = clean[f"{name}.weight"]  # (out, in)
+            d = pm.get_submodule(name).weight.detach() - w0
+            z = d / w0.abs().amax(dim=1, keepdim=True)
+            assert abs(float(z.std()) / 0.02 - 1) < 0.04, name
+    for n, t in m.named_parameters():
+        assert torch.equal(t.detach(), clean[n]), n
+
+
+def test_sparsity_records_read_gpt2_projections_as_linears(gpt2: nn.Module) -> None:
+    from cimkit.sparse.report import layer_records
+
+    recs = layer_records(gpt2)  # the raw model: Conv1D projections, not standardized
+    assert [r["name"] for r in recs] == [r["name"] for r in layer_records(standardize_(copy.deepcopy(gpt2)))]
+    assert len(recs) == 4 * 2 + 1 and recs[0]["shape"] == [192, 64]  # (out, in), as the crossbars see it
+    assert not isinstance(gpt2.transformer.h[0].attn.c_attn, TransposedLinear)  # a read-only pass

@@ -89,9 +89,16 @@ def is_transformed(module: nn.Module) -> bool:
 
 def holds_transform(module: nn.Module) -> bool:
     """Whether a concern has transformed ``module`` (quantized, on crossbars, ...): :func:`is_transformed`
-    less an adapter's standard layer (``adapter_layer = True``, e.g. the ``nn.Linear`` standing in for
-    GPT-2's ``Conv1D``), which every concern treats as the plain layer it is."""
-    return is_transformed(module) and not getattr(module, "adapter_layer", False)
+    less an adapter's standard layer (e.g. the ``nn.Linear`` standing in for GPT-2's ``Conv1D``), which
+    every concern treats as the plain layer it is.
+
+    An adapter's class declares ``adapter_layer = True`` beside its ``unwrap``. What counts is the
+    class whose ``unwrap`` the layer runs: a concern's subclass of an adapter (a quantized
+    ``TransposedLinear``) defines an ``unwrap`` of its own, so it is transformed."""
+    if not is_transformed(module):
+        return False
+    owner = next((c for c in type(module).__mro__ if "unwrap" in c.__dict__), None)
+    return owner is None or not owner.__dict__.get("adapter_layer", False)
 
 
 def unwrap_all(module: nn.Module) -> nn.Module:

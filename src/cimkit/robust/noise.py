@@ -29,7 +29,8 @@ from torch import Tensor, nn
 
 from cimkit.config import Config, as_enum, check_range
 from cimkit.errors import ConfigError
-from cimkit.nn.transform import is_transformed, register_transform
+from cimkit.nn.adapters import standardize_
+from cimkit.nn.transform import holds_transform, register_transform
 from cimkit.nn.walk import FilterFn, select, set_module
 from cimkit.utils import derive_seed
 
@@ -75,8 +76,12 @@ def perturbed_weights(model: nn.Module, level: float, seed: int, relative: Relat
                       layers: Sequence[str] | None = None) -> Iterator[nn.Module]:  # fmt: skip
     """Within the block, every weighted layer's weight (or those named in ``layers``) holds
     ``W + level · s · N(0, 1)``, drawn from a generator seeded by ``seed`` and the layer's name;
-    the clean weights are restored on exit. Shared weights are perturbed once."""
+    the clean weights are restored on exit. Shared weights are perturbed once. Layers with a
+    registered adapter (GPT-2's ``Conv1D``) become the standard layer they compute first, in place
+    (:func:`cimkit.nn.standardize_`, as every transform does; ``cimkit.undo_`` gives them back), so
+    ``s`` is taken per output channel there too; use the model the block yields."""
     check_range("level", level, 0.0)
+    model = standardize_(model)
     refs = select(model)
     if layers is not None:
         names = set(layers)
@@ -174,13 +179,16 @@ def _noisy_class(src: type[nn.Module]) -> type:
 def weight_noise_(model: nn.Module, config: NoiseConfig | None = None, filter_fn: FilterFn | None = None) -> nn.Module:
     """Make the selected plain ``nn.Linear`` / ``nn.Conv1d`` / ``nn.Conv2d`` layers train with weight
     noise, in place; returns ``model``. Transformed layers (quantized, analog, ...) raise
-    :class:`~cimkit.errors.ConfigError`: train with noise first, then apply those."""
+    :class:`~cimkit.errors.ConfigError`: train with noise first, then apply those. Layers with a
+    registered adapter (GPT-2's ``Conv1D``) first become the standard layer they compute
+    (:func:`cimkit.nn.standardize_`); ``cimkit.undo_`` gives them back."""
     cfg = config or NoiseConfig()
+    model = standardize_(model)
     refs = select(model, (nn.Linear, nn.Conv1d, nn.Conv2d), include=cfg.include, skip=cfg.skip, filter_fn=filter_fn)
     if not refs:
         raise ConfigError(f"weight_noise_: no Linear/Conv layer matches include={cfg.include} skip={cfg.skip}")
     for ref in refs:
-        if is_transformed(ref.module) or callable(getattr(ref.module, "transformed_weight", None)):
+        if holds_transform(ref.module) or callable(getattr(ref.module, "transformed_weight", None)):
             raise ConfigError(f"weight_noise_: layer '{ref.name}' is already transformed ({type(ref.module).__name__}); "
                               f"train with noise before quantizing or mapping it")  # fmt: skip
     for ref in refs:

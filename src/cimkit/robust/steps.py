@@ -144,8 +144,8 @@ class WeightNoiseEval(EvalProtocol):
                 if lv == 0 and r > 0:
                     vals[r, j] = vals[0, j]
                     continue
-                with perturbed_weights(model, lv, derive_seed(ctx.seed, "weight-noise", variant, r), cfg.relative):
-                    vals[r, j] = float(ctx.evaluate(model)[p])
+                with perturbed_weights(model, lv, derive_seed(ctx.seed, "weight-noise", variant, r), cfg.relative) as m:
+                    vals[r, j] = float(ctx.evaluate(m)[p])
         mean = vals.mean(0)
         std = vals.std(0, unbiased=True) if cfg.repeats > 1 else torch.zeros(len(levels), dtype=torch.float64)
         head = min(range(len(levels)), key=lambda j: abs(levels[j] - cfg.report_level))

@@ -34,6 +34,7 @@ import torch
 from torch import Tensor, nn
 
 from cimkit.analog.tiling import TileGeometry
+from cimkit.nn.adapters import standard_view
 from cimkit.nn.walk import select
 from cimkit.quant.accounting import account
 from cimkit.report import Section, table_html
@@ -74,9 +75,10 @@ def _weight(mod: nn.Module) -> Tensor:
 def layer_records(model: nn.Module, tile_rows: int = 128, tile_cols: int = 128, w_bits: int = 8,
                   x_bits: int = 1) -> list[dict[str, Any]]:  # fmt: skip
     """One record per Linear/Conv layer: ``name, shape, weights, nonzero, sparsity, arrays,
-    occupied_arrays, adc_bits``."""
+    occupied_arrays, adc_bits``. Layers with a registered adapter (GPT-2's ``Conv1D``) are read as
+    the standard layer they compute (:func:`cimkit.nn.adapters.standard_view`)."""
     out = []
-    for r in select(model):
+    for r in select(standard_view(model)):
         w = _weight(r.module)
         g = TileGeometry.of(tuple(w.shape), tile_rows, tile_cols, r.name)
         occ = occupancy(w, tile_rows, tile_cols, r.name)
