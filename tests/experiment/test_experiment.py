@@ -140,3 +140,17 @@ def test_threads_flag_overrides_file(tmp_path: Path) -> None:
         assert r["experiment"]["threads"] == 2 and torch.get_num_threads() == min(2, available_cores())
     finally:
         torch.set_num_threads(before)
+
+
+def test_model_args_that_contradict_the_dataset_are_a_config_error() -> None:
+    """A key the dataset sets (num_classes, a text window's block_size) may be repeated in model_args
+    with the same value; a different value is named, not a TypeError from inside the factory."""
+    from cimkit.data import load_dataset
+    from cimkit.experiment.runner import build_model
+
+    data = load_dataset("digits")
+    same = ExperimentConfig.from_dict({**TINY, "model_args": {"width": 4, "num_classes": 10}})
+    assert build_model(same, data)(data.x_test[:2]).shape == (2, 10)
+    other = ExperimentConfig.from_dict({**TINY, "model_args": {"width": 4, "num_classes": 5}})
+    with pytest.raises(ConfigError, match=r"model_args.num_classes = 5: the dataset 'digits' sets num_classes = 10"):
+        build_model(other, data)

@@ -39,9 +39,16 @@ def _dataset_info(data: Dataset) -> dict[str, Any]:
 
 
 def build_model(cfg: ExperimentConfig, data: Dataset) -> torch.nn.Module:
-    """The experiment's (untrained) model for ``data``: the dataset's description plus ``model_args``."""
+    """The experiment's (untrained) model for ``data``: the dataset's description plus ``model_args``.
+    A key of both (e.g. ``block_size`` on text, set by the window length) may repeat the dataset's
+    value in ``model_args``; a different value is a :class:`ConfigError`."""
+    spec = data.model_spec()
+    for key, value in cfg.model_args.items():
+        if key in spec and value != spec[key]:
+            raise ConfigError(f"model_args.{key} = {value!r}: the dataset '{data.name}' sets {key} = {spec[key]!r}; "
+                              f"leave it out of model_args (change the dataset's arguments instead)")  # fmt: skip
     try:
-        return create(cfg.model, **data.model_spec(), **cfg.model_args)
+        return create(cfg.model, **{**spec, **cfg.model_args})
     except ConfigError as e:
         raise ConfigError(f"model_args: {e}") from None
 
