@@ -40,3 +40,18 @@ def test_cli_accepts_release_memory() -> None:
 
     args = build_parser().parse_args(["--release-memory", "list"])
     assert args.release_memory
+
+
+def test_machine_info_records_the_cpu_code_paths() -> None:
+    """The ATen capability in use and the pinning variables (set in a fresh process, since they are
+    read when the libraries first run) land in every results file's machine record."""
+    import json
+    import subprocess
+    import sys
+
+    code = "import json; from cimkit.utils import machine_info as m; i = m(); print(json.dumps([i['cpu_capability'], i['numerics_env']]))"
+    env = {k: v for k, v in __import__("os").environ.items() if k not in ("ATEN_CPU_CAPABILITY", "MKL_CBWR")}
+    out = subprocess.run([sys.executable, "-c", code], env={**env, "ATEN_CPU_CAPABILITY": "default", "MKL_CBWR": "COMPATIBLE"},
+                         capture_output=True, text=True, check=True).stdout  # fmt: skip
+    cap, pinned = json.loads(out)
+    assert cap == "DEFAULT" and pinned["ATEN_CPU_CAPABILITY"] == "default" and pinned["MKL_CBWR"] == "COMPATIBLE"

@@ -35,8 +35,13 @@ def derive_seed(seed: int, *names: object) -> int:
     return int.from_bytes(h[:8], "little") & (2**63 - 1)
 
 
+# environment variables that change which code the CPU libraries run, and so the last bits of results
+NUMERICS_ENV = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "MKL_CBWR")
+
+
 def machine_info() -> dict[str, Any]:
-    """What ran this: platform, CPU, cores, python/torch/numpy versions, torch threads, CUDA device."""
+    """What ran this: platform, CPU, cores, python/torch/numpy versions, torch threads, CUDA device,
+    ATen's CPU capability and the environment variables of :data:`NUMERICS_ENV` that are set."""
     info: dict[str, Any] = {
         "platform": platform.platform(),
         "processor": platform.processor() or platform.machine(),
@@ -47,6 +52,9 @@ def machine_info() -> dict[str, Any]:
         "torch_threads": torch.get_num_threads(),
         "allocator": allocator_mode(),
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        # the code paths the CPU libraries chose, and the settings that pin them (docs/reproducibility.md)
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "numerics_env": {k: os.environ[k] for k in NUMERICS_ENV if k in os.environ},
     }
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as f:
