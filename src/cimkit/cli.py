@@ -115,6 +115,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--release-memory", action="store_true",
                    help="let the C allocator return freed memory at once (lower resident memory; large-tensor "
                         "work runs slower: see cimkit.utils.retain_freed_memory)")  # fmt: skip
+    p.add_argument("--portable-numerics", action="store_true",
+                   help="run with the CPU libraries pinned to the code paths that gave the same results on every "
+                        "x86-64 CPU measured (ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 MKL_CBWR=COMPATIBLE, "
+                        "those not set already; about 15-20 %% slower; docs/reproducibility.md)")  # fmt: skip
     sub = p.add_subparsers(dest="command", required=True)
 
     r = sub.add_parser("run", help="run an experiment (default: the built-in digits demo)")
@@ -149,10 +153,27 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _relaunch_portable(argv: Sequence[str]) -> int | None:
+    """``--portable-numerics`` with a pinning variable missing from the environment: the same command
+    in a new Python with them set (the libraries read them when they first run, which has happened
+    here); None when they are all set already."""
+    import subprocess
+
+    from cimkit.utils import PORTABLE_NUMERICS
+
+    missing = {k: v for k, v in PORTABLE_NUMERICS.items() if k not in os.environ}
+    if not missing:
+        return None
+    log.info("restarting with %s", " ".join(f"{k}={v}" for k, v in missing.items()))
+    return subprocess.call([sys.executable, "-m", "cimkit", *argv], env={**os.environ, **missing})
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     args.argv = argv
+    if args.portable_numerics and (code := _relaunch_portable(argv)) is not None:
+        return code
     level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     if not args.release_memory:

@@ -154,3 +154,28 @@ def test_model_args_that_contradict_the_dataset_are_a_config_error() -> None:
     other = ExperimentConfig.from_dict({**TINY, "model_args": {"width": 4, "num_classes": 5}})
     with pytest.raises(ConfigError, match=r"model_args.num_classes = 5: the dataset 'digits' sets num_classes = 10"):
         build_model(other, data)
+
+
+def test_portable_numerics_restarts_with_the_libraries_pinned(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--portable-numerics: the same command in a fresh Python with the pinning variables set (the
+    results file records them); no restart when they are all set already."""
+    import os
+    import subprocess
+    import sys
+
+    from cimkit.utils import PORTABLE_NUMERICS
+
+    for k in PORTABLE_NUMERICS:
+        monkeypatch.delenv(k, raising=False)
+    exp = _write(tmp_path, {**TINY, "variants": [{"kind": "fp32"}]})
+    argv = ["--portable-numerics", "-q", "run", str(exp), "--out", str(tmp_path / "p"), "--no-progress"]
+    assert subprocess.call([sys.executable, "-m", "cimkit", *argv], env=os.environ.copy()) == 0
+    machine = json.loads((tmp_path / "p" / "results.json").read_text())["machine"]
+    assert machine["numerics_env"] == PORTABLE_NUMERICS
+
+    calls: list = []
+    monkeypatch.setattr(subprocess, "call", lambda *a, **k: calls.append(a) or 0)
+    for k, v in PORTABLE_NUMERICS.items():
+        monkeypatch.setenv(k, v)
+    assert main([*argv[:-3], "--out", str(tmp_path / "q"), "--no-progress"]) == 0
+    assert not calls and (tmp_path / "q" / "results.json").is_file()  # ran here, no restart
