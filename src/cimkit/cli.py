@@ -116,8 +116,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="let the C allocator return freed memory at once (lower resident memory; large-tensor "
                         "work runs slower: see cimkit.utils.retain_freed_memory)")  # fmt: skip
     p.add_argument("--portable-numerics", action="store_true",
-                   help="run with the CPU libraries pinned to the code paths that gave the same results on every "
-                        "x86-64 CPU measured (ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 MKL_CBWR=COMPATIBLE, "
+                   help="run with the CPU libraries pinned to code paths that Intel and AMD CPUs share, so that "
+                        "results agree across them as far as measured (ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 MKL_CBWR=COMPATIBLE, "
                         "those not set already; about 15-20 %% slower; docs/reproducibility.md)")  # fmt: skip
     sub = p.add_subparsers(dest="command", required=True)
 

@@ -37,8 +37,9 @@ def derive_seed(seed: int, *names: object) -> int:
 
 # environment variables that change which code the CPU libraries run, and so the last bits of results
 NUMERICS_ENV = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "MKL_CBWR")
-# the settings under which every CPU measured agreed bit for bit (docs/reproducibility.md); they are
-# read when the libraries first run, so they must be in the environment before Python starts
+# the settings under which every emulated Intel and AMD CPU gave bit-identical results, and the native
+# one differed only in sqrt (docs/reproducibility.md); the libraries read them when they first run, so
+# they must be in the environment before Python starts
 PORTABLE_NUMERICS = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_CBWR": "COMPATIBLE"}
 
 
