@@ -4,7 +4,7 @@
 
 Trains ``small_cnn`` (width 4) on scikit-learn's digits for 6 Adam steps on one torch thread, then
 prints one JSON line: the ATen CPU capability, a hash of the trained ``state_dict``, a hash of the
-eval-mode outputs of 64 test images, and one hash per basic op (matmul and linear through MKL,
+eval-mode outputs of 64 test images, and one hash per basic op (matmul through MKL,
 convolution through oneDNN, unary functions, reductions), so a difference can be traced to a library.
 Equal hashes mean bit-identical results. See docs/reproducibility.md for what was measured.
 """
