@@ -14,17 +14,20 @@ epoch of warm-up, gradient clipping at 1). Then every Linear and the patch embed
   [1 h, 1 y] in every training forward, weight clipping at 2.5 sigma), 400 steps at lr 2e-4;
 * ``RRAM + HWA + KD``: the same with noise-aware distillation from the fp32 model (kd_alpha 0.5, T = 4).
 
-The attention products stay digital. Goals (issue): fp32 >= 98 %; RRAM + HWA + KD within 1 point of
-fp32 at 1 day; the other two reported.
+The attention products stay digital. The fp32 training is repeated with seeds 1 and 2 (initialization
+and batch order; fp32 only), and the row ``fp32, 3 seeds`` gives their mean ± std. Goals (issue):
+fp32 >= 98 % (the mean of the 3 seeds); RRAM + HWA + KD within 1 point of fp32 (seed 0, whose
+weights go on the chips) at 1 day; the other two reported.
 
-Budget: fp32 training ~12-16 min, HWA ~3-4 min each, evaluations ~5 min: about 25-30 min on 2
-shared cores. ``--quick``: scikit-learn's 8 x 8 digits (patches of 2 x 2), a few steps (figures not
+Budget: fp32 training ~6-8 min per seed, HWA ~3-4 min each, evaluations ~5 min: about 35-40 min on
+2 shared cores. ``--quick``: scikit-learn's 8 x 8 digits (patches of 2 x 2), a few steps (figures not
 comparable), about 1 minute.
 """
 
 from __future__ import annotations
 
 import logging
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -34,9 +37,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _bench import ROOT, Report, parser
 from _bench import main as bench_main
 
-FULL = {"dataset": "mnist", "epochs": 8, "hwa_steps": 400, "chips": 3}
-QUICK = {"dataset": "digits", "epochs": 20, "hwa_steps": 10, "chips": 2}
+FULL = {"dataset": "mnist", "epochs": 8, "hwa_steps": 400, "chips": 3, "seeds": 3}
+QUICK = {"dataset": "digits", "epochs": 20, "hwa_steps": 10, "chips": 2, "seeds": 2}
 DAY = 86400.0
+
+
+def fp32_only(quick: bool, seed: int) -> dict[str, Any]:
+    """The same fp32 training with another seed (initialization and batch order), no analog variants."""
+    return {**experiment(quick), "name": f"bench_vit_seed{seed}", "seed": seed, "variants": [{"kind": "fp32"}]}
 
 
 def experiment(quick: bool) -> dict[str, Any]:
@@ -79,8 +87,18 @@ def run(args: Any) -> Report:
         report.row(variant=name, acc_1s=100 * m["accuracy_1s"], acc_1s_std=100 * m["accuracy_1s_std"],
                    acc_1d=100 * m["accuracy_1d"], acc_1d_std=100 * m["accuracy_1d_std"],
                    drop_1d=100 * (fp32 - m["accuracy_1d"]))  # fmt: skip
+    accs = [100 * fp32]
+    for seed in range(1, (QUICK if quick else FULL)["seeds"]):
+        r = run_experiment(ExperimentConfig.from_dict(fp32_only(quick, seed)), work / f"seed{seed}", data_dir=data_dir,
+                           progress=False)  # fmt: skip
+        accs.append(100 * r["variants"][0]["metrics"]["accuracy"])
+    mean = statistics.mean(accs)
+    report.row(variant=f"fp32, {len(accs)} seeds", acc_1s=mean, acc_1s_std=statistics.stdev(accs), acc_1d=mean,
+               acc_1d_std=statistics.stdev(accs), drop_1d=0.0,
+               note="seeds " + ", ".join(f"{i}: {a:.2f}" for i, a in enumerate(accs)))  # fmt: skip
     drop = 100 * (fp32 - v["RRAM + HWA + KD"]["accuracy_1d"])
-    report.goal(f"{'digits' if quick else 'MNIST'} fp32 accuracy (%)", 100 * fp32, ">= 98", 100 * fp32 >= 98.0)
+    report.goal(f"{'digits' if quick else 'MNIST'} fp32 accuracy (%), mean of {len(accs)} seeds", mean, ">= 98",
+                mean >= 98.0)  # fmt: skip
     report.goal("fp32 - (RRAM + HWA + KD) at 1 day (points)", drop, "<= 1", drop <= 1.0)
     return report
 

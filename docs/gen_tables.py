@@ -600,9 +600,23 @@ def t_headline() -> str:
     ]  # fmt: skip
     rows += _headline_extra()
     m = qm["machine"]
-    note = (f"Accuracies are on the MNIST / Fashion-MNIST test sets; machine of the results files: a "
-            f"{m['cpu_count']}-core {m['cpu']}, {m['torch_threads']} torch thread, torch {m['torch']}.")  # fmt: skip
+    note = (f"Accuracies are on the MNIST / Fashion-MNIST test sets; {_machines(m)}, "
+            f"{m['torch_threads']} torch thread, torch {m['torch']}.")  # fmt: skip
     return table(["what", "measured", "more"], rows) + "\n\n" + note
+
+
+def _machines(first: dict[str, Any]) -> str:
+    """Which CPU measured which results files: one phrase when they all name the same one."""
+    by_cpu: dict[str, list[str]] = {}
+    for f in sorted(RESULTS.glob("*.json")):
+        m = json.loads(f.read_text(encoding="utf-8")).get("machine", {})
+        by_cpu.setdefault(f"{m.get('cpu_count', '?')}-core {m.get('cpu', 'unknown CPU')}", []).append(f.stem)
+    main = f"{first['cpu_count']}-core {first['cpu']}"
+    if len(by_cpu) <= 1:
+        return f"machine of the results files: a {main}"
+    others = "; ".join(f"a {cpu} for {', '.join(f'`{n}`' for n in names)}"
+                       for cpu, names in by_cpu.items() if cpu != main)  # fmt: skip
+    return f"machines of the results files: {others}; a {main} for the rest"
 
 
 TABLES: dict[str, Callable[[], str]] = {
