@@ -21,10 +21,11 @@ Stage 1 (one experiment):
   fine-tuning as Analog Foundation Models train (per-channel additive weight noise 0.03 of each
   channel's abs-max, per-channel clipping at 2.5 sigma) with distillation from the fp32 model
   (kd_alpha 1, T = 1) for 400 steps at lr 2e-4;
-* two rows that say where the PCM gap comes from: ``PCM, ideal ADC`` (the same chips with exact
+* three rows that say where the PCM gap comes from: ``PCM, ideal ADC`` (the same chips with exact
   conversions: no ADC clipping, quantization or output noise; at 1 s the standard mapping's fixed
-  ADC range of 10 clips char_gpt's outputs, and drift shrinks them below it by 1 day) and
-  ``PCM + HWA (device noise) + KD`` (HWA with the PCM model's own noise at a time drawn in
+  ADC range of 10 clips char_gpt's outputs, and drift shrinks them below it by 1 day),
+  ``PCM, calibrated ADC`` (the ``calibrated`` mapping: DAC and ADC ranges set per layer from
+  training batches, and again on every chip) and ``PCM + HWA (device noise) + KD`` (HWA with the PCM model's own noise at a time drawn in
   [1 h, 1 y] in every training forward, the rest as ``PCM + HWA + KD``);
 * ``RRAM x k``: the RRAM device (Wan et al. 2022) with its programming/relaxation noise scaled by
   k in ``LEVELS``, 1 chip at 1 day: picks the smallest k whose loss is >= 0.2 nats above fp32.
@@ -45,7 +46,7 @@ for every new character).
 
 Budget (full run, 2 cores shared with other jobs): fp32 training ~11 min, QAT (600 steps) ~4 min,
 HWA (400 steps) ~3.5 + 8 min, LoRA (250 steps each; the device-noise forward costs ~3x a digital one)
-~1 + 2 x 3.5 min, evaluations ~9 min: about 45 min. ``--quick``: a 1-block width-32 model on
+~1 + 2 x 3.5 min, evaluations ~10 min: about 45 min. ``--quick``: a 1-block width-32 model on
 1/16 of the windows, a few steps each (figures not comparable), about 2-3 minutes.
 """
 
@@ -120,6 +121,8 @@ def stage1(quick: bool) -> dict[str, Any]:
         {"kind": "pipeline", "name": "PCM, ideal ADC", "steps": [
             {"op": "analog", "device": "pcm", "mapping": "standard",
              "mapping_overrides": {"adc_bits": 0, "out_noise": 0.0}}], "eval": _chips(b, [1.0, DAY])},
+        {"kind": "pipeline", "name": "PCM, calibrated ADC", "steps": [
+            {"op": "analog", "device": "pcm", "mapping": "calibrated"}], "eval": _chips(b, [1.0, DAY])},
         {"kind": "pipeline", "name": "PCM + HWA (device noise) + KD", "steps": [
             {"op": "analog", "device": "pcm", "mapping": "standard", "hwa": hwa_dev},
             {"op": "finetune", "epochs": 1, "steps_per_epoch": b["hwa_steps"], "lr": 2e-4, "kd_alpha": 1.0,
@@ -219,7 +222,7 @@ def run(args: Any) -> Report:
     for name in ("W8A8 PTQ", "W8A8/token", "W4g32A8/token", "ternary QAT"):
         m = _variant(r1, name)["metrics"]
         report.row(variant=name, loss=m["loss"], delta=m["loss"] - fp32, chips=0)
-    for name in ("PCM", "PCM + HWA + KD", "PCM, ideal ADC", "PCM + HWA (device noise) + KD"):
+    for name in ("PCM", "PCM + HWA + KD", "PCM, ideal ADC", "PCM, calibrated ADC", "PCM + HWA (device noise) + KD"):
         m = _variant(r1, name)["metrics"]
         report.row(variant=f"{name} @ 1s", loss=m["loss_1s"], delta=m["loss_1s"] - fp32, chips=b["chips"],
                    std=m["loss_1s_std"])  # fmt: skip
