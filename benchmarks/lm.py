@@ -99,6 +99,10 @@ def stage1(quick: bool) -> dict[str, Any]:
     sample = {"op": "sample", "tokens": 300, "prompt": "\n", "temperature": 0.8, "top_k": 10}
     hwa = {"noise": "additive_channel", "noise_std": 0.03, "clip": "gaussian_channel", "clip_sigma": 2.5}
     hwa_dev = {"noise": "device", "t_min": 3600.0, "t_max": 31536000.0, "clip": "gaussian_channel", "clip_sigma": 2.5}
+    pcm = {"op": "analog", "device": "pcm", "mapping": "standard"}
+    kd_ft = {"op": "finetune", "epochs": 1, "steps_per_epoch": b["hwa_steps"], "lr": 2e-4, "kd_alpha": 1.0,
+             "kd_temperature": 1.0}  # fmt: skip
+    sweep = _chips(b, [1.0, DAY])
     v: list[dict[str, Any]] = [
         {"kind": "pipeline", "name": "fp32", "steps": [sample]},
         {"kind": "pipeline", "name": "W8A8 PTQ", "steps": [{"op": "quantize", "a_symmetric": True}]},
@@ -110,23 +114,16 @@ def stage1(quick: bool) -> dict[str, Any]:
         {"kind": "pipeline", "name": "ternary QAT", "steps": [
             {"op": "bitlinear"}, {"op": "finetune", "epochs": 1, "steps_per_epoch": b["qat_steps"], "lr": 1e-3,
                                   "warmup_epochs": 0.05}, sample]},
-        {"kind": "pipeline", "name": "PCM", "steps": [{"op": "analog", "device": "pcm", "mapping": "standard"}],
-         "eval": _chips(b, [1.0, DAY])},
-        {"kind": "pipeline", "name": "PCM + HWA + KD", "steps": [
-            {"op": "analog", "device": "pcm", "mapping": "standard", "hwa": hwa},
-            {"op": "finetune", "epochs": 1, "steps_per_epoch": b["hwa_steps"], "lr": 2e-4, "kd_alpha": 1.0,
-             "kd_temperature": 1.0}], "eval": _chips(b, [1.0, DAY])},
+        {"kind": "pipeline", "name": "PCM", "steps": [pcm], "eval": sweep},
+        {"kind": "pipeline", "name": "PCM + HWA + KD", "steps": [{**pcm, "hwa": hwa}, kd_ft], "eval": sweep},
         # where the PCM gap comes from: the same chips with exact conversions (no ADC clipping,
-        # quantization or output noise), and HWA with the PCM device's own noise instead of AFM's
-        {"kind": "pipeline", "name": "PCM, ideal ADC", "steps": [
-            {"op": "analog", "device": "pcm", "mapping": "standard",
-             "mapping_overrides": {"adc_bits": 0, "out_noise": 0.0}}], "eval": _chips(b, [1.0, DAY])},
-        {"kind": "pipeline", "name": "PCM, calibrated ADC", "steps": [
-            {"op": "analog", "device": "pcm", "mapping": "calibrated"}], "eval": _chips(b, [1.0, DAY])},
-        {"kind": "pipeline", "name": "PCM + HWA (device noise) + KD", "steps": [
-            {"op": "analog", "device": "pcm", "mapping": "standard", "hwa": hwa_dev},
-            {"op": "finetune", "epochs": 1, "steps_per_epoch": b["hwa_steps"], "lr": 2e-4, "kd_alpha": 1.0,
-             "kd_temperature": 1.0}], "eval": _chips(b, [1.0, DAY])},
+        # quantization or output noise), with data-calibrated converter ranges, and HWA with the PCM
+        # device's own noise instead of AFM's
+        {"kind": "pipeline", "name": "PCM, ideal ADC", "eval": sweep,
+         "steps": [{**pcm, "mapping_overrides": {"adc_bits": 0, "out_noise": 0.0}}]},
+        {"kind": "pipeline", "name": "PCM, calibrated ADC", "steps": [{**pcm, "mapping": "calibrated"}], "eval": sweep},
+        {"kind": "pipeline", "name": "PCM + HWA (device noise) + KD", "steps": [{**pcm, "hwa": hwa_dev}, kd_ft],
+         "eval": sweep},
     ]
     for k in LEVELS:
         v.append({"kind": "pipeline", "name": f"RRAM x{k:g}", "steps": [

@@ -609,7 +609,7 @@ def _machines(first: dict[str, Any]) -> str:
     """Which CPU measured which results files: one phrase when they all name the same one."""
     by_cpu: dict[str, list[str]] = {}
     for f in sorted(RESULTS.glob("*.json")):
-        m = json.loads(f.read_text(encoding="utf-8")).get("machine", {})
+        m = load(f.stem).get("machine", {})
         by_cpu.setdefault(f"{m.get('cpu_count', '?')}-core {m.get('cpu', 'unknown CPU')}", []).append(f.stem)
     main = f"{first['cpu_count']}-core {first['cpu']}"
     if len(by_cpu) <= 1:
